@@ -1,0 +1,1 @@
+"""Data: the shard format (`format`), and the input pipelines that read it (DALI and the CPU path)."""
