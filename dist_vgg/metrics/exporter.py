@@ -5,6 +5,8 @@ publishes, so callers must use the returned value."""
 from __future__ import annotations
 
 import logging
+import threading
+from http.server import ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -15,13 +17,22 @@ def start_exporter(
     registry: CollectorRegistry, base_port: int, local_rank: int, addr: str = "0.0.0.0"
 ) -> int:
     """Serve `registry` over HTTP; returns the bound port. `base_port` 0 means any free port."""
+    server, _ = start_exporter_server(registry, base_port, local_rank, addr)
+    return int(server.server_port)
+
+
+def start_exporter_server(
+    registry: CollectorRegistry, base_port: int, local_rank: int, addr: str = "0.0.0.0"
+) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    """`start_exporter`, returning the server (its `server_port` is the bound port) and thread, so the caller
+    can shut it down when the run ends."""
     wanted = base_port + local_rank if base_port > 0 else 0
     try:
-        server, _ = start_http_server(wanted, addr=addr, registry=registry)
+        server, thread = start_http_server(wanted, addr=addr, registry=registry)
     except OSError as e:
         if wanted == 0:
-            raise
-        server, _ = start_http_server(0, addr=addr, registry=registry)
+            raise OSError(f"cannot serve metrics on {addr} (metrics.bind): {e.strerror}") from None
+        server, thread = start_http_server(0, addr=addr, registry=registry)
         log.warning(
             "metrics port %d on %s is in use (%s); exporting on free port %d instead",
             wanted,
@@ -29,4 +40,4 @@ def start_exporter(
             e.strerror,
             server.server_port,
         )
-    return int(server.server_port)
+    return server, thread
