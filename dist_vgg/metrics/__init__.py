@@ -34,6 +34,8 @@ class TrainProgress:
     top1: float | None = None
     step_seconds: list[float] = field(default_factory=list)
     data_wait_seconds: list[float] = field(default_factory=list)
+    top5: float | None = None
+    """Training top-5 (0-1) over the batches since the previous report, when the loop measures it."""
 
 
 @dataclass(frozen=True)

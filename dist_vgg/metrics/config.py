@@ -15,6 +15,9 @@ class MetricsConfig:
     """Address the exporter listens on (127.0.0.1 to keep it local)."""
     sd_dir: str = ""
     """Folder for Prometheus file_sd target files (one per job; removed at the end). Empty: none written."""
+    advertise: str = ""
+    """Host name or address Prometheus should scrape this node at. Empty: the bind address, or this machine's
+    host name when binding all interfaces (0.0.0.0 / ::)."""
 
     def __post_init__(self) -> None:
         if self.prometheus not in ("auto", "on", "off"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from http.server import ThreadingHTTPServer
+from http.server import HTTPServer
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -22,10 +22,14 @@ def start_exporter(
 
 
 def start_exporter_server(
-    registry: CollectorRegistry, base_port: int, local_rank: int, addr: str = "0.0.0.0"
-) -> tuple[ThreadingHTTPServer, threading.Thread]:
+    registry: CollectorRegistry,
+    base_port: int,
+    local_rank: int,
+    addr: str = "0.0.0.0",
+    logger: logging.Logger | None = None,
+) -> tuple[HTTPServer, threading.Thread]:
     """`start_exporter`, returning the server (its `server_port` is the bound port) and thread, so the caller
-    can shut it down when the run ends."""
+    can shut it down when the run ends. `logger` receives the port-moved warning (default: this module's)."""
     wanted = base_port + local_rank if base_port > 0 else 0
     try:
         server, thread = start_http_server(wanted, addr=addr, registry=registry)
@@ -33,7 +37,7 @@ def start_exporter_server(
         if wanted == 0:
             raise OSError(f"cannot serve metrics on {addr} (metrics.bind): {e.strerror}") from None
         server, thread = start_http_server(0, addr=addr, registry=registry)
-        log.warning(
+        (logger or log).warning(
             "metrics port %d on %s is in use (%s); exporting on free port %d instead",
             wanted,
             addr,
