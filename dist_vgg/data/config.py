@@ -74,11 +74,14 @@ class DataConfig:
     workers: int = 4
     """DALI threads or DataLoader worker processes per rank."""
     shuffle_buffer: int = 2048
-    """Samples held in the reader's shuffle buffer per rank."""
+    """Unused by dist-vgg's readers, kept for configs that set it: both paths read by index and shuffle the
+    whole split (or the node's share) every epoch, which needs no buffer."""
     stage_local_dir: str = ""
     """If set, copy the shards this node's ranks read to this node-local folder at job start."""
     val_batch_size: int = 64
     """Per-rank batch for centre-crop validation."""
+    synthetic_batches: int = 100
+    """Batches per epoch of the synthetic loader (data.path empty or data.loader=synthetic)."""
 
     def __post_init__(self) -> None:
         choices = {"loader": ("auto", "dali", "cpu", "synthetic"), "decode_device": ("auto", "gpu", "cpu")}

@@ -23,7 +23,6 @@ samples give byte-identical shards whoever writes them.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import tarfile
@@ -116,36 +115,77 @@ class WrittenShard:
     sha256: str
 
 
-def write_shard(path: str | Path, samples: list[Sample]) -> WrittenShard:
-    """Write `samples` as one shard plus its DALI index, atomically (temporary names, fsync, rename), and
-    return its size and checksum. The output depends only on `samples`."""
+def write_shard(path: str | Path, samples: list[Sample], fsync: bool = True) -> WrittenShard:
+    """Write `samples` as one shard plus its DALI index, atomically (temporary names, rename), and return its
+    size and checksum. The output depends only on `samples`. Streams to disk (hashing as it goes), so a shard
+    never has to fit in memory. `fsync=False` skips flushing to the device before the rename: for writers that
+    re-check checksums on resume (data_prep) and so need not pay a device flush per shard."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
+    h = hashlib.sha256()
+    offset = 0
     index_lines: list[str] = []
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+
+        def put(block: bytes) -> None:
+            nonlocal offset
+            f.write(block)
+            h.update(block)
+            offset += len(block)
+
         for sample in samples:
             parts = []
             for name, data in sample_members(sample):
-                offset = buf.tell() + TAR_BLOCK  # data follows its 512-byte header
-                tar.addfile(_member(name, len(data)), io.BytesIO(data))
+                put(_header(name, len(data)))
                 ext = name.split(".", 1)[1]
-                parts.append(f"{ext} {offset} {len(data)} {name}")
+                parts.append(f"{ext} {offset} {len(data)} {name}")  # data follows its 512-byte header
+                put(data)
+                if len(data) % TAR_BLOCK:
+                    put(bytes(TAR_BLOCK - len(data) % TAR_BLOCK))
             index_lines.append(" ".join(parts))
-    data = buf.getvalue()
+        end = 2 * TAR_BLOCK  # end-of-archive marker, then padding to a whole tar record (as tarfile writes)
+        end += -(offset + end) % tarfile.RECORDSIZE
+        put(bytes(end))
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     index = f"{INDEX_VERSION} {len(samples)}\n" + "".join(line + "\n" for line in index_lines)
-    _atomic_write(path.with_name(index_name(path)), index.encode())
-    _atomic_write(path, data)
-    return WrittenShard(path, len(samples), len(data), hashlib.sha256(data).hexdigest())
+    _atomic_write(path.with_name(index_name(path)), index.encode(), fsync)
+    os.replace(tmp, path)
+    return WrittenShard(path, len(samples), offset, h.hexdigest())
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _header(name: str, size: int) -> bytes:
+    """The USTAR header `tarfile` (Python ≥ 3.11: empty device numbers for regular files) writes for
+    `_member(name, size)`, built directly: tarfile's is slow, and this way the bytes do not depend on the
+    Python version of whoever writes the shard."""
+    raw = name.encode("ascii", "replace")
+    if len(raw) > 100 or not name.isascii() or size >= 8**11:
+        return _member(name, size).tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
+    head = bytearray(TAR_BLOCK)
+    head[0 : len(raw)] = raw
+    head[100:124] = b"0000644\x000000000\x000000000\x00"
+    head[124:136] = b"%011o\x00" % size
+    head[136:156] = b"00000000000\x00        "
+    head[156] = ord(tarfile.REGTYPE)
+    head[257:265] = b"ustar\x0000"
+    head[148:155] = b"%06o\x00" % sum(head)
+    return bytes(head)
+
+
+def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
+    """Write `data` to a temporary name beside `path`, then rename: readers see the old file or the whole new one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+        if fsync:
+            f.flush()
+            os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+_atomic_write = atomic_write
 
 
 def read_index(path: str | Path) -> list[dict[str, tuple[int, int]]]:
