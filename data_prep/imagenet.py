@@ -1,0 +1,482 @@
+"""`python -m data_prep imagenet SRC --out OUT`: the whole conversion, in two passes over the images.
+
+1. check: every input file gets a verdict (copy / re-encode / quarantine), spread over ranks × workers and
+   cached under OUT/.prep/check/ so a rerun after a crash does not decode everything again;
+2. plan (the same on every rank, no communication): each split sorted by canonical name, shuffled with the
+   seed, quarantined files dropped, cut into shards of equal sample count (the last may be smaller);
+3. write: shard i is written by rank i mod K, a worker of that rank; a shard whose completion record and
+   checksum match the plan is kept; rank 0 writes classes.txt and the manifest.
+
+Checking before planning is what makes every shard but the last the same size even when files are
+quarantined, and makes the output independent of the number of workers and ranks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from data_prep import images, sources
+from data_prep.errors import PrepError
+from data_prep.index import write_index
+from data_prep.parallel import Team
+from data_prep.progress import PrepMetrics, Progress, human_bytes
+from dist_vgg.data import format as fmt
+
+CHECK_CHUNK = 256
+"""Input files per check task (and per cached verdict file)."""
+DEFAULT_SHARD_BYTES = 128_000_000
+STATE = ".prep"
+"""OUT/.prep/: the options of an unfinished run, cached verdicts, shard completion records, the run log."""
+CRASH_ENV = "DATA_PREP_CRASH_AFTER_SHARDS"
+"""Test hook: exit abruptly (as a killed job would) after this many shards were completed on a rank."""
+
+
+@dataclass(frozen=True)
+class PrepOptions:
+    """Everything that decides the output (recorded in the manifest; worker and rank counts are not)."""
+
+    seed: int = 0
+    """Seed of the global shuffle."""
+    shard_samples: int | None = None
+    """Samples per shard; when None, derived from `shard_bytes`."""
+    shard_bytes: int | None = None
+    """Target shard size: samples per shard = target / mean input image size of the split."""
+    fast: bool = False
+    """Check headers and markers only instead of decoding every image."""
+    reencode_progressive: bool = False
+    """Re-encode progressive JPEGs as baseline."""
+    resize_shorter: int | None = None
+    """Re-encode images whose shorter side exceeds this, down to it."""
+
+    def __post_init__(self) -> None:
+        if self.shard_samples is not None and self.shard_bytes is not None:
+            raise PrepError("give --shard-samples or --shard-bytes, not both")
+        if self.shard_samples is not None and self.shard_samples < 1:
+            raise PrepError(f"--shard-samples {self.shard_samples}: need at least 1")
+        if self.shard_bytes is not None and self.shard_bytes < 1:
+            raise PrepError(f"--shard-bytes {self.shard_bytes}: need at least 1")
+        if self.resize_shorter is not None and self.resize_shorter < 1:
+            raise PrepError(f"--resize-shorter {self.resize_shorter}: need a positive size")
+
+    @property
+    def check(self) -> images.CheckOptions:
+        return images.CheckOptions(self.fast, self.reencode_progressive, self.resize_shorter)
+
+    def manifest_options(self) -> dict:
+        d = {
+            "seed": self.seed,
+            "check": "fast" if self.fast else "full",
+            "reencode_progressive": self.reencode_progressive,
+            "resize_shorter": self.resize_shorter,
+            "reencode_quality": images.REENCODE_QUALITY,
+        }
+        if self.shard_samples is not None:
+            d["shard_samples"] = self.shard_samples
+        else:
+            d["shard_bytes"] = self.shard_bytes or DEFAULT_SHARD_BYTES
+        return d
+
+
+def _digest(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------- pass 1: check
+
+
+@dataclass(frozen=True)
+class CheckTask:
+    items: list[sources.Item]
+    options: images.CheckOptions
+    cache: str
+    key: str
+
+
+def _check_chunk(task: CheckTask) -> list[images.Verdict]:
+    """Verdicts for a chunk of files. Full checks (decoding) are cached on disk for a rerun; header checks
+    are cheap enough to redo, and read only each file's head and tail."""
+    if task.options.fast:
+        return [_fast_verdict(it, task.options) for it in task.items]
+    cache = Path(task.cache)
+    if cache.is_file():
+        try:
+            saved = json.loads(cache.read_text())
+            if saved["key"] == task.key:
+                return [images.Verdict(**v) for v in saved["verdicts"]]
+        except (ValueError, KeyError, TypeError):
+            pass  # a damaged cache entry is simply recomputed
+    verdicts = [images.check_image(sources.read_item(it), task.options) for it in task.items]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps({"key": task.key, "verdicts": [asdict(v) for v in verdicts]}))
+    os.replace(tmp, cache)
+    return verdicts
+
+
+FAST_HEAD, FAST_TAIL = 65536, 4096
+
+
+def _fast_verdict(item: sources.Item, opts: images.CheckOptions) -> images.Verdict:
+    """Header check from the first 64 KB and the last 4 KB of a large JPEG (markers up to SOS, EOI at the
+    end); anything else, or any doubt, is checked on the whole file."""
+    if item.size > FAST_HEAD + FAST_TAIL:
+        head = sources.read_item(item, 0, FAST_HEAD)
+        if head.startswith(b"\xff\xd8"):
+            tail = sources.read_item(item, item.size - FAST_TAIL, FAST_TAIL)
+            verdict = images.check_image(head + tail, opts)
+            if verdict.action != "quarantine":
+                return verdict
+    return images.check_image(sources.read_item(item), opts)
+
+
+# ---------------------------------------------------------------- pass 2: write
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSample:
+    position: int
+    item: sources.Item
+    verdict: images.Verdict
+    label: int
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    split: str
+    index: int
+    samples: list[PlannedSample]
+    options: images.CheckOptions
+    out: str
+    plan: str
+    """Digest of everything that decides this shard's bytes."""
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    split: str
+    index: int
+    entry: fmt.ShardEntry
+    kept: bool
+    reencoded: int
+
+
+def _record_path(out: str, split: str, index: int) -> Path:
+    return Path(out) / STATE / "done" / f"{split}-{index:06d}.json"
+
+
+def _kept(task: ShardTask, path: Path) -> fmt.ShardEntry | None:
+    """The completed shard from an earlier run, if its record matches this plan and its bytes its checksum."""
+    record = _record_path(task.out, task.split, task.index)
+    try:
+        saved = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return None
+    if saved.get("plan") != task.plan or not path.is_file() or path.stat().st_size != saved.get("bytes"):
+        return None
+    if fmt.sha256_file(path) != saved.get("sha256"):
+        return None
+    idx = path.with_name(fmt.index_name(path))
+    if not idx.is_file():
+        write_index(path)
+    return fmt.ShardEntry(path.name, saved["samples"], saved["bytes"], saved["sha256"])
+
+
+def _write_shard(task: ShardTask) -> ShardResult:
+    path = fmt.shard_path(task.out, task.split, task.index)
+    reencoded = sum(1 for s in task.samples if s.verdict.action == "reencode")
+    entry = _kept(task, path)
+    if entry is not None:
+        return ShardResult(task.split, task.index, entry, True, reencoded)
+    samples = []
+    for s in task.samples:
+        data = images.prepare(sources.read_item(s.item), s.verdict, task.options)
+        meta = {
+            "wnid": s.item.wnid,
+            "width": s.verdict.width,
+            "height": s.verdict.height,
+            "source": s.item.name,
+        }
+        if s.verdict.action == "reencode":
+            meta["reencoded"] = s.verdict.reason
+        samples.append(fmt.Sample(fmt.sample_key(task.split, s.position), data, s.label, meta))
+    written = fmt.write_shard(path, samples, fsync=False)  # resume re-hashes kept shards
+    record = _record_path(task.out, task.split, task.index)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    done = {"plan": task.plan, "sha256": written.sha256, "bytes": written.bytes, "samples": written.samples}
+    fmt.atomic_write(record, json.dumps(done).encode(), fsync=False)
+    return ShardResult(
+        task.split,
+        task.index,
+        fmt.ShardEntry(path.name, written.samples, written.bytes, written.sha256),
+        False,
+        reencoded,
+    )
+
+
+# ---------------------------------------------------------------- OUT folder
+
+
+def _existing_options(out: Path) -> tuple[dict | None, str]:
+    if (out / fmt.MANIFEST).is_file():
+        try:
+            return json.loads((out / fmt.MANIFEST).read_text()).get("options"), str(out / fmt.MANIFEST)
+        except ValueError:
+            return {"unreadable": True}, str(out / fmt.MANIFEST)
+    if (out / STATE / "options.json").is_file():
+        return json.loads((out / STATE / "options.json").read_text()), str(out / STATE / "options.json")
+    if any(any((out / s).glob("*.tar")) for s in fmt.SPLITS):
+        return {"unknown": True}, f"shards in {out} with no manifest"
+    return None, ""
+
+
+def _prepare_out(out: Path, options: dict, overwrite: bool) -> None:
+    """Refuse an OUT made with other options (unless --overwrite), clear it if asked, drop stale temp files."""
+    old, where = _existing_options(out)
+    if old is not None and old != options:
+        if not overwrite:
+            diff = sorted(k for k in set(old) | set(options) if old.get(k) != options.get(k))
+            raise PrepError(
+                f"{out} already holds shards made with other options ({where}; differing: {', '.join(diff)}); "
+                "choose another --out, or pass --overwrite to replace them"
+            )
+        for split in fmt.SPLITS:
+            shutil.rmtree(out / split, ignore_errors=True)
+        shutil.rmtree(out / STATE, ignore_errors=True)
+        for name in (fmt.MANIFEST, fmt.CLASSES):
+            (out / name).unlink(missing_ok=True)
+    (out / STATE).mkdir(parents=True, exist_ok=True)
+    fmt.atomic_write(out / STATE / "options.json", json.dumps(options, sort_keys=True).encode())
+    for split in fmt.SPLITS:
+        for tmp in (out / split).glob(".*.tmp-*") if (out / split).is_dir() else []:
+            tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- the command
+
+
+def plan_split(
+    split: str, items: list[sources.Item], verdicts: list[images.Verdict], seed: int, labels: dict[str, int]
+) -> list[PlannedSample]:
+    """Good samples of a split in their global order: sorted input, shuffled with the seed, then the
+    quarantined left out (so a quarantined file does not move any other)."""
+    order = list(range(len(items)))
+    random.Random(f"{seed}/{split}").shuffle(order)
+    kept = [i for i in order if verdicts[i].action != "quarantine"]
+    return [PlannedSample(p, items[i], verdicts[i], labels[items[i].wnid]) for p, i in enumerate(kept)]
+
+
+def _verdict_fields(v: images.Verdict) -> tuple:
+    return v.action, v.reason, v.width, v.height
+
+
+def samples_per_shard(opts: PrepOptions, planned: list[PlannedSample]) -> int:
+    if opts.shard_samples is not None:
+        return opts.shard_samples
+    target = opts.shard_bytes or DEFAULT_SHARD_BYTES
+    mean = sum(s.item.size for s in planned) / max(1, len(planned))
+    return max(1, int(target // max(mean, 1.0)))
+
+
+def run(
+    src: str, out: str, opts: PrepOptions, team: Team, *, strict: bool, overwrite: bool, metrics: PrepMetrics
+) -> int:
+    """The `imagenet` command on this rank: check, plan, write; rank 0 writes the manifest at the end."""
+    t0 = time.monotonic()
+    options = opts.manifest_options()
+    source = sources.open_source(src)
+    if team.is_main:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        _prepare_out(Path(out), options, overwrite)
+        counts = ", ".join(f"{s} {len(v):,}" for s, v in source.items.items())
+        print(
+            f"data_prep: {source.description}: {len(source.wnids)} classes, {counts} files", file=sys.stderr
+        )
+    team.barrier()
+    verdicts = check_all(source, opts.check, Path(out), team, metrics)
+    quarantined = [
+        {"split": split, "source": it.name, "reason": v.reason}
+        for split, items in source.items.items()
+        for it, v in zip(items, verdicts[split])
+        if v.action == "quarantine"
+    ]
+    if quarantined and strict:
+        lines = "\n".join(f"  {q['split']}/{q['source']}: {q['reason']}" for q in quarantined[:20])
+        more = f"\n  ... and {len(quarantined) - 20} more" if len(quarantined) > 20 else ""
+        raise PrepError(f"{len(quarantined)} input files are unusable (--strict):\n{lines}{more}")
+    planned, shard_tasks = plan_shards(source, verdicts, opts, out)
+    _check_accounting(source, planned, quarantined)
+    shard_results = write_all(shard_tasks, team, metrics)
+    team.barrier()
+    if team.is_main:
+        _finish(Path(out), source, options, planned, quarantined, shard_results, team, time.monotonic() - t0)
+    team.barrier()
+    return 0
+
+
+def check_all(
+    source: sources.Source, check: images.CheckOptions, out: Path, team: Team, metrics: PrepMetrics
+) -> dict[str, list[images.Verdict]]:
+    """Pass 1: a verdict for every input file, per split in sorted order (every rank gets all of them)."""
+    tasks = []
+    for split, items in source.items.items():
+        for c in range(0, len(items), CHECK_CHUNK):
+            chunk = items[c : c + CHECK_CHUNK]
+            key = _digest([asdict(check), [(i.name, i.size) for i in chunk]])
+            cache = str(out / STATE / "check" / f"{split}-{c // CHECK_CHUNK:06d}.json")
+            tasks.append(CheckTask(chunk, check, cache, key))
+    bar = Progress("check", sum(len(tasks[i].items) for i in team.owned(len(tasks))), "files", team.rank)
+
+    def checked(verdicts: list[images.Verdict]) -> None:
+        metrics.checked.inc(len(verdicts))
+        metrics.quarantined.inc(sum(1 for v in verdicts if v.action == "quarantine"))
+        bar.add(len(verdicts))
+
+    verdicts: dict[str, list[images.Verdict]] = {s: [] for s in source.items}
+    for task, res in zip(tasks, team.map_all(_check_chunk, tasks, checked)):
+        verdicts[task.items[0].split].extend(res)
+    return verdicts
+
+
+def plan_shards(
+    source: sources.Source, verdicts: dict[str, list[images.Verdict]], opts: PrepOptions, out: str
+) -> tuple[dict[str, list[PlannedSample]], list[ShardTask]]:
+    """The global order of each split and its cut into shards; the same on every rank."""
+    options = opts.manifest_options()
+    labels = {w: k for k, w in enumerate(source.wnids)}
+    planned: dict[str, list[PlannedSample]] = {}
+    tasks: list[ShardTask] = []
+    for split, items in source.items.items():
+        planned[split] = plan_split(split, items, verdicts[split], opts.seed, labels)
+        n = samples_per_shard(opts, planned[split])
+        for s, start in enumerate(range(0, len(planned[split]), n)):
+            part = planned[split][start : start + n]
+            rows = [
+                (p.position, p.item.name, p.item.size, *_verdict_fields(p.verdict), p.label) for p in part
+            ]
+            tasks.append(ShardTask(split, s, part, opts.check, out, _digest([options, split, s, rows])))
+    return planned, tasks
+
+
+def write_all(tasks: list[ShardTask], team: Team, metrics: PrepMetrics) -> list[ShardResult]:
+    """Pass 2: this rank's shards (i mod K), written or kept; every rank gets every result."""
+    n_mine = len(team.owned(len(tasks)))
+    metrics.planned.set(n_mine)
+    bar = Progress("write", n_mine, "shards", team.rank)
+    crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
+
+    def written(r: ShardResult) -> None:
+        metrics.shards.inc()
+        metrics.images.inc(r.entry.samples)
+        metrics.bytes.inc(r.entry.bytes)
+        metrics.reencoded.inc(r.reencoded)
+        bar.add(1, r.entry.samples, r.entry.bytes)
+        if crash_after and bar.done >= crash_after:
+            print(
+                f"data_prep: {CRASH_ENV}={crash_after}: exiting abruptly (test hook)",
+                file=sys.stderr,
+                flush=True,
+            )
+            os._exit(75)
+
+    return team.map_all(_write_shard, tasks, written)
+
+
+def _check_accounting(source: sources.Source, planned: dict, quarantined: list[dict]) -> None:
+    """In = out + quarantined, per split and class: a failure here is a bug, never silently dropped data."""
+    for split, items in source.items.items():
+        counts: dict[str, int] = {}
+        for it in items:
+            counts[it.wnid] = counts.get(it.wnid, 0) + 1
+        for p in planned[split]:
+            counts[p.item.wnid] -= 1
+        for q in quarantined:
+            if q["split"] == split:
+                counts[q["source"].split("/")[0]] -= 1
+        wrong = {w: c for w, c in counts.items() if c}
+        if wrong:
+            raise RuntimeError(f"internal error: {split} in ≠ out + quarantined for classes {wrong}")
+
+
+def _finish(
+    out: Path, source, options, planned, quarantined, shard_results, team: Team, elapsed: float
+) -> None:
+    splits = {}
+    for split, plist in planned.items():
+        per_class = [0] * len(source.wnids)
+        for p in plist:
+            per_class[p.label] += 1
+        shards = [
+            r.entry for r in sorted((r for r in shard_results if r.split == split), key=lambda r: r.index)
+        ]
+        if sum(e.samples for e in shards) != len(plist):
+            raise RuntimeError(
+                f"internal error: {split} shards hold {sum(e.samples for e in shards)} samples, planned {len(plist)}"
+            )
+        splits[split] = fmt.SplitEntry(len(plist), per_class, shards)
+        keep = {e.name for e in shards} | {fmt.index_name(e.name) for e in shards}
+        for f in (out / split).glob(f"{split}-*.*"):
+            if f.name not in keep and f.suffix in (".tar", ".idx"):
+                f.unlink()  # left by an earlier run of the same options with different input
+    reencoded = [
+        {"split": split, "source": p.item.name, "reason": p.verdict.reason}
+        for split, plist in planned.items()
+        for p in sorted(plist, key=lambda p: p.item.name)
+        if p.verdict.action == "reencode" and not p.verdict.reason.startswith("resize")
+    ]
+    manifest = fmt.Manifest(fmt.FORMAT_VERSION, options, len(source.wnids), splits, reencoded, quarantined)
+    manifest.stats = _carried_stats(out, manifest)
+    fmt.write_classes(out, [(w, source.names.get(w, "")) for w in source.wnids])
+    manifest.save(out)
+    (out / STATE / "options.json").unlink(missing_ok=True)
+    n_img = sum(s.samples for s in splits.values())
+    n_bytes = sum(e.bytes for s in splits.values() for e in s.shards)
+    n_shards = sum(len(s.shards) for s in splits.values())
+    kept = sum(1 for r in shard_results if r.kept)
+    n_re = sum(r.reencoded for r in shard_results)
+    per_split = ", ".join(f"{k} {v.samples:,}" for k, v in splits.items())
+    print(
+        f"data_prep: done: {n_img:,} images ({per_split}), {human_bytes(n_bytes)}, {n_shards} shards "
+        f"({kept} kept from an earlier run), {n_re} re-encoded, {len(quarantined)} quarantined, "
+        f"{n_img / max(elapsed, 1e-9):,.0f} images/s in {elapsed:.1f}s → {out}",
+        file=sys.stderr,
+    )
+    if "train" in splits and 0 in splits["train"].per_class:
+        empty = [w for w, n in zip(source.wnids, splits["train"].per_class) if n == 0]
+        print(
+            f"data_prep: warning: {len(empty)} classes have no training images: {', '.join(empty[:10])}",
+            file=sys.stderr,
+        )
+    for q in quarantined[:20]:
+        print(f"  quarantined {q['split']}/{q['source']}: {q['reason']}", file=sys.stderr)
+    log = {
+        "time": time.time(),
+        "ranks": team.size,
+        "workers": team.workers,
+        "seconds": round(elapsed, 3),
+        "images": n_img,
+        "kept_shards": kept,
+    }
+    with open(out / STATE / "runs.jsonl", "a") as f:
+        f.write(json.dumps(log) + "\n")
+
+
+def _carried_stats(out: Path, manifest: fmt.Manifest) -> dict | None:
+    """Keep `stats` from the previous manifest when the training shards are the same."""
+    try:
+        old = fmt.load_manifest(out)
+    except fmt.ShardFormatError:
+        return None
+    same = "train" in old.splits and "train" in manifest.splits
+    if same and [asdict(e) for e in old.splits["train"].shards] == [
+        asdict(e) for e in manifest.splits["train"].shards
+    ]:
+        return old.stats
+    return None
