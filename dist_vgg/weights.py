@@ -81,13 +81,23 @@ def safe_torch_load(path: str | Path) -> object:
     """`torch.load` with `weights_only=True`, turning a refusal into an error that says why."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsFormatError(f"{path} does not exist") from None
     except pickle.UnpicklingError as e:
+        text = str(e)
+        # weights_only refuses globals it does not allow; anything else is simply not a torch file.
+        if "Unsupported global" in text or "Weights only load failed" in text:
+            detail = next((ln.strip() for ln in text.splitlines() if "Unsupported global" in ln), "")
+            raise WeightsFormatError(
+                f"{path} holds pickled objects that could run code; refusing to load it"
+                + (f" ({detail})" if detail else "")
+                + ". Only load files you trust, converted with `dist-vgg import`."
+            ) from None
         raise WeightsFormatError(
-            f"{path} holds pickled objects that could run code; refusing to load it ({str(e).splitlines()[0]}). "
-            "Only load files you trust, converted with `dist-vgg import`."
+            f"{path} is not a readable torch file ({text.splitlines()[0] if text else e!r})"
         ) from None
-    except (RuntimeError, EOFError) as e:
-        raise WeightsFormatError(f"{path} is not a readable torch file ({e})") from None
+    except Exception as e:  # a text file, a truncated zip...: torch raises many kinds
+        raise WeightsFormatError(f"{path} is not a readable torch file ({type(e).__name__}: {e})") from None
 
 
 def load_weights_file(path: str | Path) -> Weights:
