@@ -1,0 +1,91 @@
+"""Trainer overhead: our loop's time per optimiser step over a bare PyTorch loop (same tiny model, same data,
+same SGD, one CPU process). Goal ≤ 1.05. The trainer runs in-process with validation and periodic
+checkpoints off; the final checkpoint's save time is subtracted.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/trainer_overhead.py [--steps 60] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dist_vgg.launch import LaunchEnv
+from dist_vgg.models import build_vgg, initialise
+from dist_vgg.train.config import build_config, split_batch
+from dist_vgg.train.data import IndexedSynthetic
+from dist_vgg.train.loop import Trainer
+
+
+def config(steps: int):
+    return build_config(
+        "tiny-A",
+        overrides=[
+            f"schedule.max_steps={steps}",
+            f"synthetic.steps_per_epoch={steps}",
+            "checkpoint.every_steps=0",
+            "checkpoint.every_minutes=0.0",
+            "runtime.validate=false",
+            "runtime.log_every=20",
+            "runtime.check_every=10",
+        ],
+    )
+
+
+def ours(steps: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = Trainer(config(steps), Path(tmp), LaunchEnv("single"))
+        trainer.setup()
+        t0 = time.perf_counter()
+        trainer.train()
+        total = time.perf_counter() - t0
+        trainer.close()
+        events = [json.loads(x) for x in (Path(tmp) / "metrics.jsonl").read_text().splitlines()]
+        save = sum(e["duration_s"] for e in events if e["event"] == "checkpoint")
+    return (total - save) / steps
+
+
+def bare(steps: int) -> float:
+    cfg = config(steps)
+    split = split_batch(cfg.optim, 1)
+    torch.manual_seed(0)
+    model = build_vgg("A", 5, cfg.model.width, cfg.augment.crop, cfg.model.dropout)
+    initialise(model, cfg.model.init)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=0.9, weight_decay=5e-4)
+    data = IndexedSynthetic(cfg, split, 0, torch.device("cpu"), 5, False)
+    t0 = time.perf_counter()
+    for images, labels in data:
+        loss = torch.nn.functional.cross_entropy(model(images), labels)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return (time.perf_counter() - t0) / steps
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=60)
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    ours(5), bare(5)  # warm-up (allocator, oneDNN primitives)
+    a, b = [], []
+    for _ in range(args.repeats):  # interleaved, so machine load drifts affect both
+        b.append(bare(args.steps))
+        a.append(ours(args.steps))
+    ta, tb = statistics.median(a), statistics.median(b)
+    print(f"bare loop   {1000 * tb:.2f} ms/step  (runs: {', '.join(f'{1000 * x:.2f}' for x in b)})")
+    print(f"dist-vgg    {1000 * ta:.2f} ms/step  (runs: {', '.join(f'{1000 * x:.2f}' for x in a)})")
+    print(f"RESULT trainer_overhead {ta / tb:.3f} x ratio={ta / tb / 1.05:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,131 @@
+"""Helpers for the trainer tests: run `dist-vgg train` as real processes (one per rank, with the variables
+torchrun sets), wait for a step in the log by polling (never by sleeping a guessed time), and read weights."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+EXACT = [
+    "--set",
+    "model.dropout=0.0",
+    "--set",
+    "runtime.log_every=1",
+    "--set",
+    "runtime.check_every=1",
+    "--set",
+    "runtime.pg_timeout_s=30.0",
+    "--set",
+    "checkpoint.every_minutes=0.0",
+]
+"""Settings the exactness tests share: no dropout, a log line and a stop check every step, short timeouts."""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def base_env() -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT", "SLURM_JOB_ID", "SLURM_PROCID")
+    }
+    env["PYTHONPATH"] = str(REPO)
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def train_argv(*args: str) -> list[str]:
+    return [PYTHON, "-m", "dist_vgg.cli", "train", *args]
+
+
+def launch(args: list[str], world: int, log_dir: Path) -> list[subprocess.Popen]:
+    """Start `world` ranks of `dist-vgg train ARGS` (torchrun-style variables); stdout/stderr to files."""
+    port = free_port()
+    procs = []
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for rank in range(world):
+        env = base_env()
+        if world > 1:
+            env.update(
+                RANK=str(rank),
+                LOCAL_RANK=str(rank),
+                WORLD_SIZE=str(world),
+                LOCAL_WORLD_SIZE=str(world),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port),
+            )
+        with open(log_dir / f"rank{rank}-{time.monotonic_ns()}.log", "w") as out:  # the child keeps its copy
+            procs.append(
+                subprocess.Popen(train_argv(*args), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+            )
+    return procs
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float = 180) -> list[int]:
+    deadline = time.monotonic() + timeout
+    codes = []
+    for p in procs:
+        try:
+            codes.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            raise
+    return codes
+
+
+def run(args: list[str], world: int, log_dir: Path, timeout: float = 180) -> list[int]:
+    return wait_all(launch(args, world, log_dir), timeout)
+
+
+def log_size(log: Path) -> int:
+    return log.stat().st_size if log.is_file() else 0
+
+
+def wait_for_log(
+    log: Path, text: str, procs: list[subprocess.Popen], after: int = 0, timeout: float = 120
+) -> None:
+    """Poll `log` (from byte `after`) until it contains `text`; fails early if every process ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.is_file() and text in log.read_bytes()[after:].decode(errors="replace"):
+            return
+        if all(p.poll() is not None for p in procs):
+            raise AssertionError(f"processes ended before {text!r} appeared in {log}")
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} did not appear in {log} within {timeout}s")
+
+
+def kill(procs: list[subprocess.Popen], sig: int = signal.SIGKILL) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(sig)
+
+
+def final_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    part = torch.load(run_dir / "final" / "rank-00000.pt", map_location="cpu", weights_only=True)
+    return part["model"]
+
+
+def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"{k} differs (max abs diff {(a[k] - b[k]).abs().max().item()})"
+
+
+def log_text(run_dir: Path) -> str:
+    return (run_dir / "train.log").read_text()
