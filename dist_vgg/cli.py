@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("dist_vgg.commands.export", "write weights for torchvision or as a self-describing file"),
     "import": ("dist_vgg.commands.import_weights", "turn torchvision VGG weights into a dist-vgg file"),
     "predict": ("dist_vgg.commands.predict", "top-5 classes of images"),
+    "preflight": ("dist_vgg.commands.preflight", "all-reduce check at job start: bandwidth per node"),
 }
 
 
