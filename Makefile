@@ -36,8 +36,9 @@ test: lint
 demo: venv
 	$(PY) -m dist_vgg.demo
 
+# Needs root and Debian's slurmctld/slurmd/munge (the local two-node cluster of cluster/local/).
 demo-slurm: venv
-	$(PY) -m dist_vgg.demo --slurm
+	DIST_VGG_PYTHON=$(abspath $(PY)) cluster/local/demo_slurm.sh
 
 bench: venv
 	$(PY) bench/run_all.py

@@ -11,6 +11,7 @@ index): the output is the same for any number of workers.
 
 from __future__ import annotations
 
+import colorsys
 import io
 import json
 import math
@@ -29,10 +30,19 @@ from PIL import Image, ImageDraw
 from data_prep import sources
 from data_prep.errors import PrepError
 
-SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond", "hexagon")
+SHAPES = ("circle", "triangle", "star", "cross", "ring", "square", "hexagon", "diamond")
+"""Ordered most-distinct first, so a dataset of few classes gets the shapes that stay apart at small sizes."""
 TEXTURES = ("solid", "stripes", "checks", "dots")
 SIZES = {"small": (40, 90), "imagenet": (150, 500)}
 """Shorter-side range (pixels) per `--size`."""
+OBJECT_SCALE = {"small": (0.5, 0.95), "imagenet": (0.25, 0.9)}
+"""The object's diameter as a fraction of the shorter side. At `small` sizes (32–64 px crops) an object under
+~15 px loses its shape (a hexagon becomes a disc), so the range starts higher: the classes stay learnable
+by a tiny net in minutes, and a random crop still often cuts the object, so scale jittering matters."""
+CLASS_HUE_SPREAD = 0.08
+"""σ of the object's hue around its class hue (k / K on the colour wheel)."""
+CLUTTER = {"small": (1, 4), "imagenet": (2, 7)}
+"""How many small distractor shapes (of other kinds) an image gets."""
 PROBLEM_KINDS = ("cmyk", "grayscale", "png", "exif", "progressive", "truncated", "empty", "text")
 EXPECTED_ACTION = {
     "cmyk": "reencode",
@@ -166,7 +176,7 @@ def render(spec: SynthSpec, k: int, split: str, index: int) -> Image.Image:
     shape, texture, variant = _design(k)
     # clutter: small shapes of other kinds and lines, never the class's own shape
     others = [s for s in SHAPES if s != shape]
-    for _ in range(int(rng.integers(2, 7))):
+    for _ in range(int(rng.integers(*CLUTTER[spec.size]))):
         r = short * rng.uniform(0.04, 0.14)
         fill = tuple(int(v) for v in rng.integers(0, 256, 3))
         _draw_shape(
@@ -186,11 +196,15 @@ def render(spec: SynthSpec, k: int, split: str, index: int) -> Image.Image:
             width=max(1, short // 60),
         )
     # the object: the class's shape and texture, random scale, position, rotation and colours
-    r = short * rng.uniform(0.25, 0.9) / 2
+    r = short * rng.uniform(*OBJECT_SCALE[spec.size]) / 2
     cx, cy = rng.uniform(r * 0.7, w - r * 0.7), rng.uniform(r * 0.7, h - r * 0.7)
     mask = Image.new("L", (w, h), 0)
     _draw_shape(ImageDraw.Draw(mask), shape, cx, cy, r, rng.uniform(0, 6.3), 255)
-    fg1 = rng.integers(0, 256, 3).astype(np.uint8)
+    # The object's colour leans towards a class hue (spread wide enough that neighbouring classes overlap):
+    # a cue a net picks up early, while telling every class apart still takes the shape.
+    hue = (k / spec.classes + rng.normal(0.0, CLASS_HUE_SPREAD)) % 1.0
+    rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.45, 1.0), rng.uniform(0.5, 1.0))
+    fg1 = (np.array(rgb) * 255).astype(np.uint8)
     fg2 = (255 - fg1 + rng.integers(-40, 41, 3)).clip(0, 255).astype(np.uint8)
     if variant:  # classes beyond len(SHAPES)*len(TEXTURES): a hue band tells variants apart
         fg1[variant % 3] = 200 + (variant * 37) % 56
