@@ -32,13 +32,15 @@ DEMO_VERSION = 1
 class DemoOptions:
     """The demo's scale: small enough for 2 CPU cores in minutes, big enough to learn."""
 
-    classes: int = 10
-    train_per_class: int = 260
-    val_per_class: int = 30
+    classes: int = 6
+    train_per_class: int = 400
+    val_per_class: int = 40
     seed: int = 0
-    epochs: int = 10
-    """Training budget of every net (A, D from A, D random), in epochs."""
-    width: float = 0.125
+    epochs_a: int = 15
+    """Training budget of A, in epochs."""
+    epochs_d: int = 10
+    """Training budget of each D (from A, and from random init): the same for both."""
+    width: float = 0.25
     crop: int = 32
     scale_min: int = 37
     """The paper's S range [256, 512] scaled by crop/224 (37–73 at crop 32)."""
@@ -184,7 +186,7 @@ class Demo:
         return shards
 
     def train(
-        self, stage: str, recipe: str, run_dir: Path, shards: Path, init_from: Path | None = None
+        self, stage: str, recipe: str, run_dir: Path, shards: Path, epochs: int, init_from: Path | None = None
     ) -> None:
         if self.done(stage):
             self.say(f"{stage}: already trained ({run_dir})")
@@ -216,7 +218,7 @@ class Demo:
             "optim.lr": o.lr,
             "optim.global_batch": 32,
             "schedule.policy": '"fixed"',
-            "schedule.max_epochs": o.epochs,
+            "schedule.max_epochs": epochs,
             "runtime.log_every": 25,
             "checkpoint.every_steps": 50,
             "metrics.prometheus": '"on"',
@@ -265,10 +267,10 @@ class Demo:
         self.say(
             f"3/6 train A: {o.processes} processes (DDP, gloo), scale jittering S ∈ [{o.scale_min}, {o.scale_max}]"
         )
-        self.train("train-A", "tiny-A", a, shards)
+        self.train("train-A", "tiny-A", a, shards, o.epochs_a)
         self.say("4/6 train D initialised from A (the paper's mapping), and D from random init, same budget")
-        self.train("train-D-from-A", "tiny-D", d_from_a, shards, init_from=a)
-        self.train("train-D-random", "tiny-D-random", d_random, shards)
+        self.train("train-D-from-A", "tiny-D", d_from_a, shards, o.epochs_d, init_from=a)
+        self.train("train-D-random", "tiny-D-random", d_random, shards, o.epochs_d)
 
         self.say(
             f"5/6 the paper's evaluation at Q ∈ {o.test_scales} (= 256, 384, 512 scaled by {o.crop}/224)"
@@ -430,14 +432,22 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m dist_vgg.demo", description=__doc__.split("\n")[0])
     p.add_argument("--out", type=Path, default=Path("demo_out"), help="output folder (default demo_out)")
     p.add_argument("--fresh", action="store_true", help="start afresh instead of resuming")
-    p.add_argument("--epochs", type=int, default=DemoOptions.epochs, help="training budget per net")
+    p.add_argument("--epochs-a", type=int, default=DemoOptions.epochs_a, help="training budget of A (epochs)")
+    p.add_argument(
+        "--epochs-d", type=int, default=DemoOptions.epochs_d, help="training budget of each D (epochs)"
+    )
     p.add_argument("--classes", type=int, default=DemoOptions.classes)
     p.add_argument("--train-per-class", type=int, default=DemoOptions.train_per_class)
     p.add_argument(
         "--slurm", action="store_true", help="run the flow through sbatch on the local SLURM cluster"
     )
     args = p.parse_args(argv)
-    opts = DemoOptions(classes=args.classes, train_per_class=args.train_per_class, epochs=args.epochs)
+    opts = DemoOptions(
+        classes=args.classes,
+        train_per_class=args.train_per_class,
+        epochs_a=args.epochs_a,
+        epochs_d=args.epochs_d,
+    )
     try:
         return Demo(args.out.resolve(), opts).main(args.fresh)
     except DemoError as e:
