@@ -204,14 +204,34 @@ def _weights_from_payload(payload: dict, origin: str) -> Weights:
             "pass the checkpoint folder or its rank-00000.pt"
         )
     pre = payload.get("preprocessing") or {"mean": (0.0, 0.0, 0.0)}
+    extra: dict = {
+        "step": payload.get("step"),
+        "epoch": payload.get("epoch"),
+        "recipe": payload.get("recipe"),
+    }
+    augment = (payload.get("config") or {}).get("augment")
+    if isinstance(augment, dict):
+        extra["augment"] = augment
+        scale = train_scale_label(augment)
+        if scale:
+            extra["train_scale"] = scale
     return Weights(
         VGGSpec.from_dict(payload["spec"]),
         payload["model"],
         Preprocessing.from_dict(pre),
         payload.get("classes"),
         origin,
-        {"step": payload.get("step"), "epoch": payload.get("epoch"), "recipe": payload.get("recipe")},
+        extra,
     )
+
+
+def train_scale_label(augment: dict) -> str:
+    """The training scale S of a run's augment section: "256" for a fixed S, "256-512" for scale jittering
+    (what evaluation prints in its "train S" column); "" when the section does not say."""
+    lo, hi = augment.get("scale_min"), augment.get("scale_max", augment.get("scale_min"))
+    if lo is None:
+        return ""
+    return str(lo) if lo == hi else f"{lo}-{hi}"
 
 
 def _deepspeed_weights(ds_dir: Path, spec_source: Path | None) -> Weights:
@@ -262,7 +282,12 @@ def load_weights(path: str | Path) -> Weights:
             parent = path.parent if path.name == DEEPSPEED_DIR else None
             return _deepspeed_weights(path, parent if parent and is_committed(parent) else None)
         ckpt = resolve_checkpoint(path)
-        return _weights_from_payload(load_rank_part(ckpt, 0), str(ckpt))
+        part = load_rank_part(ckpt, 0)
+        if "model" not in part and (ckpt / DEEPSPEED_DIR).is_dir():
+            return _deepspeed_weights(
+                ckpt / DEEPSPEED_DIR, ckpt
+            )  # a DeepSpeed run: its own folder holds them
+        return _weights_from_payload(part, str(ckpt))
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04":  # torch.save's zip container

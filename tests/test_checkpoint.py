@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from dist_vgg import checkpoint as ckpt
+from dist_vgg.eval.sources import train_scale
 from dist_vgg.models import VGGSpec, build_vgg
 from dist_vgg.train.lock import LockError, RunLock
 from dist_vgg.weights import Preprocessing, Weights, WeightsFormatError, save_weights
@@ -31,6 +32,7 @@ def write_checkpoint(run_dir, step, world=2, commit=True):
                 spec=SPEC.to_dict(),
                 preprocessing={"mean": [1.0, 2.0, 3.0]},
                 classes=None,
+                config={"augment": {"scale_min": 256, "scale_max": 512, "crop": 224}},
             )
         ckpt.save_rank_part(d, r, payload)
     if commit:
@@ -56,6 +58,9 @@ def test_load_weights_from_run_folder_checkpoint_folder_file_and_weights_file(tm
     for source in (tmp_path / "run", d, ckpt.rank_file(d, 0)):
         w = ckpt.load_weights(source)
         assert w.spec == SPEC and w.preprocessing.mean == (1.0, 2.0, 3.0) and w.extra["step"] == 7
+        # evaluation's "train S" column: the jittered range of the run's augment section
+        assert w.extra["train_scale"] == "256-512" and w.extra["augment"]["crop"] == 224
+        assert train_scale(w) == "256-512"
         assert all(torch.equal(w.state_dict[k], v) for k, v in model.state_dict().items())
     save_weights(tmp_path / "w.pt", Weights(SPEC, model.state_dict(), Preprocessing((0.0, 0.0, 0.0))))
     assert ckpt.load_weights(tmp_path / "w.pt").spec == SPEC

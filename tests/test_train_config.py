@@ -29,9 +29,11 @@ def test_every_recipe_resolves_and_follows_the_paper():
     for name in names:
         cfg = build_config(name)
         assert cfg.recipe == name
-        if not name.startswith("tiny") and "-b" not in name:
+        large_batch = name.startswith("large-batch") or "-b1024" in name  # departures from the paper
+        if not name.startswith("tiny") and not large_batch:
             assert (cfg.optim.global_batch, cfg.optim.momentum, cfg.optim.weight_decay) == (256, 0.9, 5e-4)
             assert cfg.model.dropout == 0.5 and cfg.augment.crop == 224
+            assert (cfg.comm.compress, cfg.comm.bucket_cap_mb) == ("none", 25.0)  # exact fp32 averaging
     assert build_config("D-S256").warm_start.expects == "A"
     s384 = build_config("E-S384")
     assert (s384.optim.lr, s384.augment.scale_min, s384.warm_start.expects) == (1e-3, 384, "same")
@@ -39,6 +41,24 @@ def test_every_recipe_resolves_and_follows_the_paper():
     assert (jitter.augment.scale_min, jitter.augment.scale_max, jitter.val_scale) == (256, 512, 384)
     big = build_config("D-S256-b1024")
     assert big.optim.peak_lr == pytest.approx(0.04) and any("departure" in n for n in big.notes)
+    for net in ("D", "E"):
+        lb = build_config(f"large-batch-{net}")
+        assert (lb.model.config, lb.warm_start.expects, lb.augment.scale_min) == (net, "A", 256)
+        assert (lb.optim.global_batch, lb.optim.warmup_epochs, lb.optim.peak_lr) == (
+            512,
+            5.0,
+            pytest.approx(0.02),
+        )
+        assert (lb.comm.compress, lb.comm.bucket_cap_mb) == ("bf16", 25.0)
+        assert any("departure" in n for n in lb.notes) and split_batch(lb.optim, 16).micro_batch == 32
+    tiny = {
+        f"tiny-{n}-{s}": build_config(f"tiny-{n}-{s}") for n in ("A", "D", "E") for s in ("S384", "jitter")
+    }
+    for name, cfg in tiny.items():
+        scales = (55, 55) if name.endswith("S384") else (37, 73)
+        assert (cfg.augment.scale_min, cfg.augment.scale_max, cfg.augment.crop) == (*scales, 32), name
+        assert (cfg.optim.lr, cfg.warm_start.expects, cfg.model.config) == (1e-3, "same", name.split("-")[1])
+    assert (build_config("tiny-E").model.config, build_config("tiny-E").warm_start.expects) == ("E", "A")
 
 
 def test_batch_split_and_refusal():
@@ -67,6 +87,9 @@ def test_overrides_files_and_errors(tmp_path):
         build_config("Z-S256")
     with pytest.raises(ConfigError, match=r"augment: need augment.crop <= augment.scale_min"):
         build_config("tiny-A", overrides=["augment.scale_min=16"])
+    with pytest.raises(ConfigError, match=r"comm.compress must be one of none, bf16 \(got 'fp8'\)"):
+        build_config("tiny-A", overrides=["comm.compress=fp8"])
+    assert build_config("tiny-A", overrides=["comm.bucket_cap_mb=5"]).comm.bucket_cap_mb == 5.0
 
 
 def test_config_reference_documents_every_field():
@@ -78,6 +101,8 @@ def test_config_reference_documents_every_field():
         "data.path",
         "augment.scale_max",
         "metrics.port",
+        "comm.bucket_cap_mb",
+        "comm.compress",
         "deepspeed.zero_stage",
         "warm_start.expects",
     ):

@@ -8,28 +8,19 @@ import pytest
 import torch
 
 from dist_vgg.models import build_vgg, initialise
-from tests.train_fixtures import EXACT, final_weights, run
+from tests.train_fixtures import REFERENCE_ARGS, final_weights, one_rank_reference, run
 
 pytestmark = pytest.mark.timeout(240)
 
-COMMON = [
-    "--recipe",
-    "tiny-A",
-    *EXACT,
-    "--set",
-    "schedule.max_steps=2",
-    "--set",
-    "optim.global_batch=16",
-    "--set",
-    "synthetic.val_images=16",
-]
 
-
-def test_two_ranks_equal_one_rank_with_twice_the_batch(tmp_path):
-    one, two = tmp_path / "one", tmp_path / "two"
-    assert run([*COMMON, "--run-dir", str(one)], 1, tmp_path / "logs") == [0]
-    assert run([*COMMON, "--run-dir", str(two)], 2, tmp_path / "logs") == [0, 0]
-    assert "micro-batch 8 × accumulation 1 × world size 2" in (two / "train.log").read_text()
+def test_two_ranks_equal_one_rank_with_twice_the_batch(tmp_path, tmp_path_factory):
+    one, two = one_rank_reference(tmp_path_factory.getbasetemp()), tmp_path / "two"
+    # small buckets (the [comm] section reaches DDP): many all-reduces per step, still the exact average
+    small_buckets = ["--set", "comm.bucket_cap_mb=0.02"]
+    assert run([*REFERENCE_ARGS, *small_buckets, "--run-dir", str(two)], 2, tmp_path / "logs") == [0, 0]
+    text = (two / "train.log").read_text()
+    assert "micro-batch 8 × accumulation 1 × world size 2" in text
+    assert "DDP gradient all-reduce: 0.02 MiB buckets, compress none" in text
     w1, w2 = final_weights(one), final_weights(two)
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], rtol=1e-5, atol=1e-6, msg=f"{k}: 2 ranks × 8 vs 1 rank × 16")

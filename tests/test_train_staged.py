@@ -14,7 +14,7 @@ from tests.train_fixtures import log_text, run
 
 pytestmark = [pytest.mark.timeout(400), pytest.mark.slow]
 
-D_BUDGET = ["--set", "schedule.max_epochs=6"]
+D_BUDGET = ["--set", "schedule.max_epochs=4"]
 
 
 def val_curve(run_dir) -> list[float]:
@@ -48,7 +48,7 @@ def test_staged_flow_a_then_d_from_a_vs_random_then_s384(tmp_path):
         "D from A": val_curve(d_from_a),
         "D random (width-corrected init)": val_curve(d_random),
     }
-    assert len(curves["D from A"]) == len(curves["D random (width-corrected init)"]) == 6
+    assert len(curves["D from A"]) == len(curves["D random (width-corrected init)"]) == 4
     (tmp_path / "curves.json").write_text(json.dumps(curves, indent=1))
     print("\nvalidation top-1 per epoch (tiny recipes, synthetic learnable data):")
     for name, curve in curves.items():
@@ -76,6 +76,7 @@ def test_training_on_real_shards_through_the_pipeline(tmp_path):
     """The trainer on real tar shards (tests/pipeline_fixtures.make_dataset): the manifest's mean lands in the
     resolved config and the checkpoint, the class list in the checkpoint, validation counts every val image."""
     from dist_vgg.checkpoint import load_weights
+    from dist_vgg.eval.sources import train_scale
     from dist_vgg.train.config import TrainConfig, from_dict, load_file
     from tests.pipeline_fixtures import make_dataset
 
@@ -102,5 +103,6 @@ def test_training_on_real_shards_through_the_pipeline(tmp_path):
     w = load_weights(run_dir)
     assert list(w.preprocessing.mean) == stats_mean and w.spec.num_classes == 3
     assert w.classes == [f"n{k:08d}" for k in range(3)]
+    assert w.extra["train_scale"] == "37" and train_scale(w) == "37"  # evaluation's "train S" column
     text = log_text(run_dir)
     assert "(3/3)" in text and "(18 images;" in text

@@ -3,6 +3,7 @@ torchrun sets), wait for a step in the log by polling (never by sleeping a guess
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -52,13 +53,15 @@ def train_argv(*args: str) -> list[str]:
     return [PYTHON, "-m", "dist_vgg.cli", "train", *args]
 
 
-def launch(args: list[str], world: int, log_dir: Path) -> list[subprocess.Popen]:
+def launch(
+    args: list[str], world: int, log_dir: Path, extra_env: dict[str, str] | None = None
+) -> list[subprocess.Popen]:
     """Start `world` ranks of `dist-vgg train ARGS` (torchrun-style variables); stdout/stderr to files."""
     port = free_port()
     procs = []
     log_dir.mkdir(parents=True, exist_ok=True)
     for rank in range(world):
-        env = base_env()
+        env = {**base_env(), **(extra_env or {})}
         if world > 1:
             env.update(
                 RANK=str(rank),
@@ -129,3 +132,27 @@ def assert_bitwise_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
 
 def log_text(run_dir: Path) -> str:
     return (run_dir / "train.log").read_text()
+
+
+REFERENCE_ARGS = [
+    "--recipe",
+    "tiny-A",
+    *EXACT,
+    "--set",
+    "optim.global_batch=16",
+    "--set",
+    "synthetic.val_images=16",
+    "--set",
+    "schedule.max_steps=2",
+]
+"""Two exact steps at global batch 16: the 1-rank DDP reference of the exactness tests (DDP and DeepSpeed)."""
+
+
+@functools.cache
+def one_rank_reference(root: Path) -> Path:
+    """The run folder of one 1-rank DDP run of REFERENCE_ARGS under `root`, trained once per test session
+    (test_train_exact and test_train_deepspeed both compare against it; pass tmp_path_factory.getbasetemp())."""
+    run_dir = root / "one-rank-reference"
+    codes = run([*REFERENCE_ARGS, "--run-dir", str(run_dir)], 1, root / "one-rank-reference-logs")
+    assert codes == [0], f"the 1-rank reference run failed: see {root / 'one-rank-reference-logs'}"
+    return run_dir

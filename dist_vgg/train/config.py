@@ -20,6 +20,7 @@ from typing import Any
 from dist_vgg.data.config import AugmentConfig, DataConfig
 from dist_vgg.metrics.config import MetricsConfig
 from dist_vgg.models import INIT_SCHEMES, MAPPINGS, get_config
+from dist_vgg.train.comm import CommConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -293,6 +294,9 @@ class TrainConfig:
     """Engine, device, numerics, logging, fault tolerance."""
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
     """DeepSpeed engine settings."""
+    comm: CommConfig = field(default_factory=CommConfig)
+    """DDP gradient communication: all-reduce bucket size and optional bf16 compression (see
+    dist_vgg.train.comm; the defaults are exact fp32 averaging, the paper's synchronous SGD)."""
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     """Prometheus export (see dist_vgg.metrics.config)."""
 

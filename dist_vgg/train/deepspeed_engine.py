@@ -87,6 +87,11 @@ class DeepSpeedEngine:
             raise ConfigError(
                 "runtime.compile is supported with the ddp engine only; set runtime.compile=false"
             )
+        if cfg.comm.compress != "none":
+            raise ConfigError(
+                f"comm.compress={cfg.comm.compress!r} is supported with the ddp engine only; set "
+                'comm.compress="none" with runtime.engine=deepspeed'
+            )
         _single_process_group(device, cfg.runtime.pg_timeout_s)
         # DeepSpeed insists on reading LOCAL_RANK itself; we hand it the launch module's value (not a re-read)
         os.environ["LOCAL_RANK"] = str(local_rank)

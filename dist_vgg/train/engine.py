@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dist_vgg.train.comm import wrap_ddp
 from dist_vgg.train.config import TrainConfig
 
 
@@ -78,9 +79,8 @@ class DDPEngine:
         self.dtype = autocast_dtype(precision)
         wrapped: nn.Module = model
         if distributed:
-            wrapped = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
-            )
+            # buckets and the optional bf16 compression hook come from the [comm] section
+            wrapped = wrap_ddp(model, cfg.comm, device_ids=[device.index] if device.type == "cuda" else None)
         self.ddp = wrapped if distributed else None
         self.forward = torch.compile(wrapped) if cfg.runtime.compile else wrapped
         self.optimizer = sgd(model, cfg)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import random
 import sys
 import time
@@ -43,6 +44,7 @@ from dist_vgg.metrics import (
 )
 from dist_vgg.metrics.jsonl import JsonlSink, LogLineSink
 from dist_vgg.models import TransferError, VGGSpec, build_vgg, initialise, transfer_from_a
+from dist_vgg.preflight import dump_flight_recorder
 from dist_vgg.train import exit_codes, signals
 from dist_vgg.train.config import ConfigError, TrainConfig, from_dict, load_file, split_batch, to_toml
 from dist_vgg.train.data import Inputs, preprocessing
@@ -191,6 +193,11 @@ class Trainer:
             f"× world size {s.world_size}; device {self.device}, precision {self.precision}, "
             f"channels_last {cfg.runtime.channels_last}, compile {cfg.runtime.compile}, engine {cfg.runtime.engine}"
         )
+        if cfg.runtime.engine == "ddp" and self.world > 1:
+            self.log.info(
+                f"DDP gradient all-reduce: {cfg.comm.bucket_cap_mb:g} MiB buckets, compress {cfg.comm.compress}"
+                + (" (departure from the paper's exact averaging)" if cfg.comm.compress != "none" else "")
+            )
         saved_part: dict | None = None
         if self.resume_from is not None:
             saved_part = ckpt.load_rank_part(self.resume_from, 0)
@@ -521,6 +528,7 @@ class Trainer:
         self.requeues += 1
         if self.rank == 0:
             self.bump_requeues()
+        self.barrier()  # every rank leaves together, after the counter is on disk
         self.log.info(f"SIGUSR1: saved step {self.step}; exiting {exit_codes.REQUEUE} (please requeue)")
         return exit_codes.REQUEUE
 
@@ -552,9 +560,12 @@ class Trainer:
             )
         )
 
-    def close(self) -> None:
+    def close(self, code: int) -> None:
         self.sink.close()
-        self.stop.restore()
+        if code in (exit_codes.REQUEUE, exit_codes.STOPPED):
+            self.stop.ignore_until_exit()  # a late SIGTERM from srun must not turn 75/4 into 143
+        else:
+            self.stop.restore()
         if self.rank == 0:
             self.lock.release()
 
@@ -580,10 +591,50 @@ def run_training(cfg: TrainConfig, run_dir: Path, launch: LaunchEnv) -> int:
     ) as e:
         trainer.log.error(f"error: {e}")
         code = exit_codes.ERROR
+    except RuntimeError as e:
+        if not is_collective_failure(e):
+            raise
+        dump = dump_flight_recorder(launch.rank, flight_recorder_env(run_dir))
+        first = next((line.strip() for line in str(e).splitlines() if line.strip()), type(e).__name__)
+        trainer.log.error(
+            f"error: a collective failed on rank {launch.rank} ({first}). A peer rank died or hung, or the "
+            f"network failed; ranks give up after runtime.pg_timeout_s={cfg.runtime.pg_timeout_s:g} s (raise it "
+            "for slow file systems, lower it to fail faster). The run resumes from its last committed checkpoint "
+            "when restarted. Flight recorder: "
+            + (
+                f"{dump} (read with: torchfrtrace {dump.parent} -p {dump.name[: -len(str(launch.rank))]})"
+                if dump
+                else "none written (set TORCH_FR_BUFFER_SIZE>0 before the start, as slurm/common/launch_train.sh "
+                "does)"
+            )
+        )
+        code = exit_codes.ERROR
     finally:
-        trainer.close()
+        trainer.close(code)
         destroy_process_group()
     return code
+
+
+COLLECTIVE_MARKERS = ("gloo", "nccl", "processgroup", "c10d")
+"""Words in the RuntimeErrors that gloo and NCCL raise when a peer dies or a collective times out (gloo's name
+its source file, e.g. "…/gloo/transport/tcp/pair.cc:537] Read error …: Connection reset by peer")."""
+
+
+def is_collective_failure(e: BaseException) -> bool:
+    """A process-group failure (a dead or hung peer, a timeout), as opposed to a bug in our code."""
+    if isinstance(e, dist.DistError):
+        return True
+    text = str(e).lower()
+    return any(marker in text for marker in COLLECTIVE_MARKERS)
+
+
+def flight_recorder_env(run_dir: Path) -> dict[str, str]:
+    """The environment for `dump_flight_recorder`: the SLURM scripts point TORCH_FR_DUMP_TEMP_FILE into
+    RUN/flight_recorder/; other launches that record (TORCH_FR_BUFFER_SIZE > 0) dump there too."""
+    env = dict(os.environ)
+    if not env.get("TORCH_FR_DUMP_TEMP_FILE") and env.get("TORCH_FR_BUFFER_SIZE", "0") not in ("", "0"):
+        env["TORCH_FR_DUMP_TEMP_FILE"] = str(run_dir / "flight_recorder" / "rank_")
+    return env
 
 
 def saved_config(run_dir: Path) -> TrainConfig | None:

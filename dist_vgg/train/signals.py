@@ -28,6 +28,15 @@ class StopFlag:
 
         return handle
 
+    def ignore_until_exit(self) -> None:
+        """After a coordinated stop (exit 75 or 4) further SIGTERM/SIGUSR1 must not change the exit code: srun
+        --kill-on-bad-exit SIGTERMs ranks that are milliseconds behind the first one's exit 75, and the default
+        action would turn their 75 into 143. A Python handler is not enough: interpreter shutdown resets Python
+        handlers to the default before torch's slow teardown, but it leaves SIG_IGN alone."""
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
+        self._previous.clear()
+
     def restore(self) -> None:
         for sig, prev in self._previous.items():
             signal.signal(sig, prev)  # type: ignore[arg-type]

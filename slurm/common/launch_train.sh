@@ -29,7 +29,7 @@
 #   DIST_VGG_PREFLIGHT_MB  all-reduce size of that check in MiB (default 64 on GPUs, 4 on CPUs).
 #   DIST_VGG_PREFLIGHT_MIN_GBPS  fail the job when a node measures below this (GB/s; default 0 = only warn).
 #   DIST_VGG_EXIT_WAIT   seconds srun lets the other tasks run once one task has exited, then kills them (default 60).
-#   DIST_VGG_KILL_ON_BAD_EXIT  1: srun ends the step at the first non-zero exit (default 0, see the srun line).
+#   DIST_VGG_KILL_ON_BAD_EXIT  1 (default): srun ends the step at the first non-zero exit; 0: only --wait.
 #   DIST_VGG_TRAIN_ARGS  extra arguments for `dist-vgg train`, e.g. "--set schedule.max_steps=100".
 # NET (set by the thin script) names the configuration: A, A-LRN, B, C, D or E.
 
@@ -150,11 +150,11 @@ log "recipe=$RECIPE run_dir=$RUN_DIR init_from=$INIT_FROM data=$DATA master=$MAS
 # srun: one task per GPU/slot of the allocation. A rank that dies (node failure, OOM kill) must end the step,
 # never leave the others waiting: --wait=N kills the remaining tasks N s after the first one exits (any exit
 # code), and a rank blocked in a collective with a dead peer fails by itself after the collective timeout
-# (gloo notices a closed peer socket at once). --kill-on-bad-exit=1 (DIST_VGG_KILL_ON_BAD_EXIT=1) ends the step
-# at the first non-zero exit instead, but it also SIGTERMs ranks that are still finishing a coordinated exit
-# 75 (requeue) a few milliseconds behind the first one, turning a requeue into a failure (measured here: srun
-# returned 143). It is off until the trainer keeps its flag-only SIGTERM handler through its own exit.
-SRUN=(srun --kill-on-bad-exit="${DIST_VGG_KILL_ON_BAD_EXIT:-0}" --wait="${DIST_VGG_EXIT_WAIT:-60}")
+# (gloo notices a closed peer socket at once). --kill-on-bad-exit=1 (DIST_VGG_KILL_ON_BAD_EXIT, default 1)
+# ends the step at the first non-zero exit. It also SIGTERMs ranks that are still finishing a coordinated exit
+# 75 (requeue) or 4 a few milliseconds behind the first one; the trainer keeps its flag-only SIGTERM handler
+# installed through its own exit in that case, so those ranks still exit 75/4 (not 143).
+SRUN=(srun --kill-on-bad-exit="${DIST_VGG_KILL_ON_BAD_EXIT:-1}" --wait="${DIST_VGG_EXIT_WAIT:-60}")
 
 if [ "${DIST_VGG_PREFLIGHT:-1}" = 1 ]; then
   if [ "$DEVICE" = cuda ]; then mb_default=64; else mb_default=4; fi
