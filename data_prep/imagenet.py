@@ -20,6 +20,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -121,19 +122,21 @@ def _check_chunk(task: CheckTask) -> list[images.Verdict]:
     return verdicts
 
 
-FAST_HEAD, FAST_TAIL = 65536, 4096
+FAST_HEAD = 16384
+"""Bytes the `--fast` check reads from the start of a file: the markers up to SOS of nearly every JPEG (a
+longer header, e.g. a large EXIF thumbnail or ICC profile, is re-checked on the whole file)."""
 
 
 def _fast_verdict(item: sources.Item, opts: images.CheckOptions) -> images.Verdict:
-    """Header check from the first 64 KB and the last 4 KB of a large JPEG (markers up to SOS, EOI at the
-    end); anything else, or any doubt, is checked on the whole file."""
-    if item.size > FAST_HEAD + FAST_TAIL:
-        head = sources.read_item(item, 0, FAST_HEAD)
-        if head.startswith(b"\xff\xd8"):
-            tail = sources.read_item(item, item.size - FAST_TAIL, FAST_TAIL)
-            verdict = images.check_image(head + tail, opts)
-            if verdict.action != "quarantine":
-                return verdict
+    """Header check from the head and the last 4 KB of a JPEG (markers up to SOS, EOI at the end), read with
+    one open; anything else, or any doubt, is checked on the whole file."""
+    head, tail = sources.read_head_tail(item, FAST_HEAD, images.EOI_WINDOW)
+    if head is tail:  # a small file, read whole
+        return images.check_image(head, opts)
+    if head.startswith(b"\xff\xd8"):
+        verdict = images.check_image(head, opts, tail)
+        if verdict.action != "quarantine":
+            return verdict
     return images.check_image(sources.read_item(item), opts)
 
 
@@ -189,25 +192,25 @@ def _kept(task: ShardTask, path: Path) -> fmt.ShardEntry | None:
     return fmt.ShardEntry(path.name, saved["samples"], saved["bytes"], saved["sha256"])
 
 
+def _samples(task: ShardTask) -> Iterator[fmt.Sample]:
+    """The shard's samples, each read (and re-encoded if its verdict says so) only when the writer gets to
+    it: a shard never sits in memory whole, and reading overlaps writing and hashing the previous ones."""
+    for s in task.samples:
+        item, verdict = s.item, s.verdict
+        data = images.prepare(sources.read_item(item), verdict, task.options)
+        meta = {"wnid": item.wnid, "width": verdict.width, "height": verdict.height, "source": item.name}
+        if verdict.action == "reencode":
+            meta["reencoded"] = verdict.reason
+        yield fmt.Sample(fmt.sample_key(task.split, s.position), data, s.label, meta)
+
+
 def _write_shard(task: ShardTask) -> ShardResult:
     path = fmt.shard_path(task.out, task.split, task.index)
     reencoded = sum(1 for s in task.samples if s.verdict.action == "reencode")
     entry = _kept(task, path)
     if entry is not None:
         return ShardResult(task.split, task.index, entry, True, reencoded)
-    samples = []
-    for s in task.samples:
-        data = images.prepare(sources.read_item(s.item), s.verdict, task.options)
-        meta = {
-            "wnid": s.item.wnid,
-            "width": s.verdict.width,
-            "height": s.verdict.height,
-            "source": s.item.name,
-        }
-        if s.verdict.action == "reencode":
-            meta["reencoded"] = s.verdict.reason
-        samples.append(fmt.Sample(fmt.sample_key(task.split, s.position), data, s.label, meta))
-    written = fmt.write_shard(path, samples, fsync=False)  # resume re-hashes kept shards
+    written = fmt.write_shard(path, _samples(task), fsync=False)  # resume re-hashes kept shards
     record = _record_path(task.out, task.split, task.index)
     record.parent.mkdir(parents=True, exist_ok=True)
     done = {"plan": task.plan, "sha256": written.sha256, "bytes": written.bytes, "samples": written.samples}

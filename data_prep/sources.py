@@ -75,16 +75,45 @@ def read_item(item: Item, start: int = 0, length: int | None = None) -> bytes:
     """The item's bytes (or `length` bytes from `start` within it)."""
     length = item.size - start if length is None else length
     if item.offset == 0:  # a plain file: open, read, close (a folder of 1.28 M files must not pile up fds)
-        with open(item.path, "rb", buffering=0) as f:
-            data = os.pread(f.fileno(), length, start)
+        fd = os.open(item.path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, length, start)
+        finally:
+            os.close(fd)
     else:
-        fd = _FDS.get(item.path)
-        if fd is None:
-            fd = _FDS[item.path] = os.open(item.path, os.O_RDONLY)
-        data = os.pread(fd, length, item.offset + start)
+        data = os.pread(_archive_fd(item.path), length, item.offset + start)
     if len(data) != length:
         raise PrepError(f"{item.path}: short read of {item.name} (the input changed while running?)")
     return data
+
+
+def read_head_tail(item: Item, head: int, tail: int) -> tuple[bytes, bytes]:
+    """The item's first `head` and last `tail` bytes with one open (the `--fast` check reads only these);
+    an item no longer than `head + tail` comes whole, as (data, data)."""
+    if item.size <= head + tail:
+        data = read_item(item)
+        return data, data
+    if item.offset == 0:
+        fd = os.open(item.path, os.O_RDONLY)
+        try:
+            first = os.pread(fd, head, 0)
+            last = os.pread(fd, tail, item.size - tail)
+        finally:
+            os.close(fd)
+    else:
+        fd = _archive_fd(item.path)
+        first = os.pread(fd, head, item.offset)
+        last = os.pread(fd, tail, item.offset + item.size - tail)
+    if len(first) != head or len(last) != tail:
+        raise PrepError(f"{item.path}: short read of {item.name} (the input changed while running?)")
+    return first, last
+
+
+def _archive_fd(path: str) -> int:
+    fd = _FDS.get(path)
+    if fd is None:
+        fd = _FDS[path] = os.open(path, os.O_RDONLY)
+    return fd
 
 
 def open_source(src: str | Path) -> Source:
@@ -271,8 +300,9 @@ def _from_folders(data: Path, src: Path, description: str) -> Source:
             _check_wnid(wnid, train)
             if not (train / wnid).is_dir():
                 raise PrepError(f"{train}/{wnid}: expected a class folder, found a file; {EXPECTED}")
+            folder = f"{train}/{wnid}"  # plain strings: a Path per file costs more than reading its header
             for fname, size in _list_files(train / wnid):
-                lst.append(Item("train", wnid, f"{wnid}/{fname}", str(train / wnid / fname), 0, size))
+                lst.append(Item("train", wnid, f"{wnid}/{fname}", f"{folder}/{fname}", 0, size))
         items["train"] = lst
     names: dict[str, str] = {}
     val = data / "val"
@@ -284,7 +314,7 @@ def _from_folders(data: Path, src: Path, description: str) -> Source:
             for e in dirs:
                 _check_wnid(e.name, val)
                 for fname, size in _list_files(val / e.name):
-                    lst.append(Item("val", e.name, f"{e.name}/{fname}", str(val / e.name / fname), 0, size))
+                    lst.append(Item("val", e.name, f"{e.name}/{fname}", f"{val}/{e.name}/{fname}", 0, size))
         elif dirs:
             raise PrepError(f"{val} mixes class folders and files; expected val/<wnid>/*.JPEG or a flat val/")
         else:
@@ -292,7 +322,7 @@ def _from_folders(data: Path, src: Path, description: str) -> Source:
             names = labels.names
             sizes = {e.name: e.stat().st_size for e in entries}
             for wnid, fname in _label_val(sorted(sizes), labels, str(val)):
-                lst.append(Item("val", wnid, f"{wnid}/{fname}", str(val / fname), 0, sizes[fname]))
+                lst.append(Item("val", wnid, f"{wnid}/{fname}", f"{val}/{fname}", 0, sizes[fname]))
         items["val"] = lst
     folders = {e.name for e in os.scandir(train)} if train.is_dir() else set()
     return _finish(description, items, names or _class_names(src), folders)
