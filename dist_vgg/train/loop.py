@@ -560,7 +560,7 @@ class Trainer:
             )
         )
 
-    def close(self, code: int) -> None:
+    def close(self, code: int = exit_codes.OK) -> None:
         self.sink.close()
         if code in (exit_codes.REQUEUE, exit_codes.STOPPED):
             self.stop.ignore_until_exit()  # a late SIGTERM from srun must not turn 75/4 into 143
