@@ -28,6 +28,9 @@ from dist_vgg.models.geometry import (
     stacked_receptive_field,
 )
 from dist_vgg.models.init import PAPER_STD, full_fan_ins
+from tests.eval_fixtures import (
+    TORCHVISION_CFGS,  # torchvision's own cfgs, written out independently of our table
+)
 
 # shared/PAPER.md, "exact count (ours, 1000 classes)"
 PAPER_COUNTS = {
@@ -37,36 +40,6 @@ PAPER_COUNTS = {
     "C": 133_638_952,
     "D": 138_357_544,
     "E": 143_667_240,
-}
-
-# torchvision's own cfgs (models/vgg.py), written out independently of our table.
-TORCHVISION_CFGS = {
-    "A": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "B": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-    "D": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
-    "E": [
-        64,
-        64,
-        "M",
-        128,
-        128,
-        "M",
-        256,
-        256,
-        256,
-        256,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-        512,
-        512,
-        512,
-        512,
-        "M",
-    ],
 }
 
 

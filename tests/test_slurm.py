@@ -16,6 +16,7 @@ import pytest
 
 from tests import slurm_cluster as cluster_mod
 from tests import slurm_fixtures as fx
+from tests.integration import require_integration
 from tests.slurm_cluster import REPO, SlurmCluster
 from tests.slurm_fixtures import CPU_SHAPE, PREP_ARGS, TINY_TRAIN_ARGS, job_env, submit
 
@@ -317,7 +318,7 @@ def test_pipeline_refuses_a_fixed_recipe(tmp_path: Path) -> None:
         timeout=30,
     )
     if "sbatch not found" in p.stderr:
-        pytest.skip("sbatch not installed")
+        require_integration("sbatch not installed (apt-get install slurm-client)")
     assert p.returncode == 2 and "DIST_VGG_RECIPE is set, but the pipeline chooses it per stage" in p.stderr
 
 
