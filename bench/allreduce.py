@@ -25,6 +25,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from dist_vgg.launch import destroy_process_group
+
 SIZES_MB = (0.25, 1.0, 4.0, 16.0, 48.0)
 """fp32 payloads (MiB) timed; the fit t = α + bytes / bandwidth is taken over all of them."""
 
@@ -65,8 +67,10 @@ def _entry(rank: int, port: int, fn: Callable, args: tuple, out_dir: str) -> Non
         result = fn(rank, *args)
         if rank == 0:
             torch.save(result, os.path.join(out_dir, "result.pt"))
-    finally:
-        dist.destroy_process_group()
+        destroy_process_group()
+    except BaseException:
+        destroy_process_group(together=False)
+        raise
 
 
 def run_two_ranks(fn: Callable, *args: object) -> object:

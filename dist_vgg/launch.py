@@ -189,8 +189,24 @@ def init_process_group(launch: LaunchEnv, device_type: str, timeout_s: float = 6
     )
 
 
-def destroy_process_group() -> None:
+def destroy_process_group(*, together: bool = True) -> None:
+    """Tear down torch.distributed (a no-op when it is not running).
+
+    `together` (the clean-exit case) makes every rank meet in a barrier first, so no rank shuts its gloo/NCCL
+    connections down while a peer is still using them: a rank that leaves early can otherwise abort in C++
+    ("terminate called without an active exception", exit -6), which turns a clean exit code into a crash for
+    srun and for the requeue logic. Error paths pass `together=False`: a dead peer would never reach the
+    barrier, and waiting for it would only delay the exit by the process-group timeout.
+    """
+    import gc
+
     import torch.distributed as dist
 
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if together:
+        dist.barrier()
+    # DDP's reducer holds the process group; collect unreachable modules now so that the group is released
+    # here, in order, and not during interpreter shutdown.
+    gc.collect()
+    dist.destroy_process_group()

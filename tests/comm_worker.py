@@ -97,6 +97,7 @@ def main() -> int:
         }
         with open(args.out, "w") as f:
             json.dump(result, f)
+    del ddp
     destroy_process_group()
     return 0
 

@@ -37,9 +37,9 @@ def main() -> int:
         )
     except CoverageError as e:
         print(f"rank {env.rank}: {e}")
+        launch.destroy_process_group(together=False)
         return 3
-    finally:
-        launch.destroy_process_group()
+    launch.destroy_process_group()
     return 0
 
 

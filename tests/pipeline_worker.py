@@ -13,7 +13,7 @@ import torch
 import torch.distributed as dist
 
 from dist_vgg.data import AugmentConfig, DataConfig, build_eval_loader, build_train_loader
-from dist_vgg.launch import detect, init_process_group
+from dist_vgg.launch import destroy_process_group, detect, init_process_group
 from dist_vgg.weights import Preprocessing
 
 
@@ -55,8 +55,7 @@ def main() -> int:
     result = {"rank": env.rank, "batches_per_epoch": tl.batches_per_epoch, "counts": counts, "seen": seen}
     with open(a.out, "w") as f:
         json.dump({**result, "eval": evals}, f)
-    if env.distributed:
-        dist.destroy_process_group()
+    destroy_process_group()
     return 0
 
 

@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from dist_vgg.launch import destroy_process_group
 from dist_vgg.models import DenseVGG, VGGSpec, build_vgg, initialise
 from dist_vgg.models.geometry import parameter_count, stacked_receptive_field
 
@@ -57,7 +58,8 @@ def _ddp_step(rank: int, world: int, port: int, x: torch.Tensor, y: torch.Tensor
     opt.step()
     if rank == 0:
         out["state"] = {k: v.clone() for k, v in model.state_dict().items()}
-    dist.destroy_process_group()
+    del ddp, opt
+    destroy_process_group()
 
 
 def _tiny_net() -> nn.Module:

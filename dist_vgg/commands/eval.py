@@ -106,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         )
 
     launch_mod.init_process_group(env, device.type, args.timeout)
+    failed = True
     try:
         say(
             f"evaluating {len(models)} network(s) on {expected} validation images, {env.world_size} rank(s), "
@@ -114,11 +115,12 @@ def run(args: argparse.Namespace) -> int:
         results = evaluate(
             models, plan, source, expected, device, log=print if env.is_main else lambda _m: None
         )
+        failed = False
     except ERRORS as e:
         print(f"dist-vgg eval: error: {e}", file=sys.stderr)
         return 2
     finally:
-        launch_mod.destroy_process_group()
+        launch_mod.destroy_process_group(together=not failed)
     if results is None:
         return 0
     names = _names([w.spec.config for w in members])

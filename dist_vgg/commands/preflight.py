@@ -71,9 +71,9 @@ def run(args: argparse.Namespace) -> int:
         dumped = dump_flight_recorder(env.rank)
         if dumped is not None:
             print(f"preflight: rank {env.rank}: flight recorder written to {dumped}", file=sys.stderr)
+        launch_env.destroy_process_group(together=False)
         return 1
-    finally:
-        launch_env.destroy_process_group()
+    launch_env.destroy_process_group()
     if not ok:
         if env.is_main:
             print(f"preflight: a node is below --min-gbps {cfg.min_gbps:g}: stopping", file=sys.stderr)

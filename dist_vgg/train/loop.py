@@ -611,7 +611,9 @@ def run_training(cfg: TrainConfig, run_dir: Path, launch: LaunchEnv) -> int:
         code = exit_codes.ERROR
     finally:
         trainer.close(code)
-        destroy_process_group()
+        del trainer  # release the DDP/DeepSpeed engine (and its process group) before the teardown
+        # Ranks that finished, stopped or were preempted all get here; after an error a peer may be gone.
+        destroy_process_group(together=code in (exit_codes.OK, exit_codes.REQUEUE, exit_codes.STOPPED))
     return code
 
 
