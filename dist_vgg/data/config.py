@@ -73,20 +73,37 @@ class DataConfig:
     available, CPU otherwise. gpu on a machine without CUDA is an error."""
     workers: int = 4
     """DALI threads or DataLoader worker processes per rank."""
+    dali_source: str = "external"
+    """external | reader: where the DALI graph gets its samples (data.loader=dali only). external: the shared
+    index reader feeds `fn.external_source`; every epoch is a full permutation of the split, the random draws
+    are the CPU path's, and a resume needs only (epoch, position). reader: DALI's own `fn.readers.webdataset`
+    over the shards and their `.idx` indexes, sharded by sample across ranks (each rank moves to the next
+    shard range every epoch), shuffled through a buffer of `shuffle_buffer` samples, with DALI random
+    operators for S, crop, flip and colour shift; a resume restores a DALI checkpoint."""
     shuffle_buffer: int = 2048
-    """Unused by dist-vgg's readers, kept for configs that set it: both paths read by index and shuffle the
-    whole split (or the node's share) every epoch, which needs no buffer."""
+    """Samples in DALI's shuffle buffer (`initial_fill`) with data.dali_source=reader: the order within a
+    rank's shard range is random only within this window. Unused by the external and CPU paths, which
+    permute the whole split every epoch and need no buffer."""
     stage_local_dir: str = ""
-    """If set, copy the shards this node's ranks read to this node-local folder at job start."""
+    """If set, copy the shards this node's ranks read to this node-local folder at job start (with
+    data.dali_source=reader: every train shard, as every rank reads every shard range over the epochs)."""
     val_batch_size: int = 64
     """Per-rank batch for centre-crop validation."""
     synthetic_batches: int = 100
     """Batches per epoch of the synthetic loader (data.path empty or data.loader=synthetic)."""
 
     def __post_init__(self) -> None:
-        choices = {"loader": ("auto", "dali", "cpu", "synthetic"), "decode_device": ("auto", "gpu", "cpu")}
+        choices = {
+            "loader": ("auto", "dali", "cpu", "synthetic"),
+            "decode_device": ("auto", "gpu", "cpu"),
+            "dali_source": ("external", "reader"),
+        }
         for name, valid in choices.items():
             if getattr(self, name) not in valid:
                 raise ValueError(f"data.{name}={getattr(self, name)!r} is not one of {', '.join(valid)}")
         if self.workers < 1:
             raise ValueError(f"data.workers must be >= 1 (got {self.workers})")
+        if self.shuffle_buffer < 1:
+            raise ValueError(
+                f"data.shuffle_buffer must be >= 1 (got {self.shuffle_buffer}); 1 reads each shard range in order"
+            )

@@ -56,6 +56,19 @@ class BatchReader:
         return RawBatch(jpegs, labels, params, ids)
 
 
+def to_training_layout(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+    memory_format: torch.memory_format,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A backend's (float NCHW images, int64 labels) as the trainer wants them: on `device`, in `dtype` and
+    `memory_format` (channels-last when asked). Shared by every DALI source and the CPU path."""
+    x = x.to(device, non_blocking=True).to(dtype).contiguous(memory_format=memory_format)
+    return x, y.to(device, non_blocking=True)
+
+
 class Backend(Protocol):
     def batches(self, epoch: int, start: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches start … batches_per_epoch−1 of `epoch`: (float N×3×crop×crop normalised, labels int64)."""
@@ -89,12 +102,7 @@ class IndexedTrainLoader:
         self._position = start
         for b, (x, y) in enumerate(self.backend.batches(self._epoch, start), start):
             self._position = b + 1
-            x = (
-                x.to(self.device, non_blocking=True)
-                .to(self.dtype)
-                .contiguous(memory_format=self.memory_format)
-            )
-            yield x, y.to(self.device, non_blocking=True)
+            yield to_training_layout(x, y, self.device, self.dtype, self.memory_format)
         # a finished epoch resumes at its end: the next set_epoch moves on
         self._start = self._position
 

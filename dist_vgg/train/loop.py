@@ -76,6 +76,12 @@ def setup_logging(run_dir: Path, rank: int) -> logging.Logger:
         f = logging.FileHandler(run_dir / TRAIN_LOG)
         f.setFormatter(fmt)
         log.addHandler(f)
+    # The input pipeline logs its epoch plan (batches per epoch, samples used) and resume decisions under
+    # its own name; they belong in the same stream and file.
+    data_log = logging.getLogger("dist_vgg.data")
+    data_log.handlers[:] = log.handlers
+    data_log.setLevel(logging.INFO)
+    data_log.propagate = False
     return log
 
 
