@@ -2,7 +2,11 @@
 same SGD, one CPU process). Goal ≤ 1.05. The trainer runs in-process with validation and periodic
 checkpoints off; the final checkpoint's save time is subtracted.
 
-    OMP_NUM_THREADS=1 .venv/bin/python bench/trainer_overhead.py [--steps 60] [--repeats 3]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/trainer_overhead.py [--steps 100] [--repeats 5]
+
+The ratio compares the fastest of the interleaved runs of each: a ~12 ms step on a shared 2-core VM picks up
+several ms of other work in some runs (seen: 11.2–17.4 ms for the same bare loop), and the fastest run is the
+one least disturbed; the medians are printed too.
 """
 
 from __future__ import annotations
@@ -73,18 +77,23 @@ def bare(steps: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     ours(5), bare(5)  # warm-up (allocator, oneDNN primitives)
     a, b = [], []
     for _ in range(args.repeats):  # interleaved, so machine load drifts affect both
         b.append(bare(args.steps))
         a.append(ours(args.steps))
-    ta, tb = statistics.median(a), statistics.median(b)
-    print(f"bare loop   {1000 * tb:.2f} ms/step  (runs: {', '.join(f'{1000 * x:.2f}' for x in b)})")
-    print(f"dist-vgg    {1000 * ta:.2f} ms/step  (runs: {', '.join(f'{1000 * x:.2f}' for x in a)})")
-    print(f"RESULT trainer_overhead {ta / tb:.3f} x ratio={ta / tb / 1.05:.3f}")
+    ta, tb = min(a), min(b)
+    for name, runs in (("bare loop", b), ("dist-vgg", a)):
+        print(
+            f"{name:<10}  fastest {1000 * min(runs):.2f} ms/step, median {1000 * statistics.median(runs):.2f}  "
+            f"(runs: {', '.join(f'{1000 * x:.2f}' for x in runs)})"
+        )
+    print(f"medians: {statistics.median(a) / statistics.median(b):.3f} x")
+    verdict = "met" if ta / tb <= 1.05 else "MISSED"
+    print(f"RESULT trainer_overhead {ta / tb:.3f} x ratio={ta / tb / 1.05:.3f} goal<=1 {verdict}")
 
 
 if __name__ == "__main__":
