@@ -81,6 +81,14 @@ def test_gpu_decoding_without_cuda(tmp_path):
         train(root, loader="cpu", decode_device="gpu")
 
 
+def test_reader_source_on_the_cpu_path_is_refused(tmp_path):
+    root = make_dataset(tmp_path, [4])
+    with pytest.raises(
+        RuntimeError, match=r"dali_source=reader .* data\.loader=cpu resolved to the CPU path"
+    ):
+        train(root, loader="cpu", dali_source="reader")
+
+
 def test_batch_larger_than_split_and_bad_resume(tmp_path):
     root = make_dataset(tmp_path, [5])
     with pytest.raises(ValueError, match="fewer than one global batch"):

@@ -87,6 +87,11 @@ def build_train_loader(
         raise RuntimeError(
             "data.decode_device=gpu needs the DALI loader; set data.loader=dali (or auto) or decode_device=cpu"
         )
+    if data.dali_source == "reader" and path == "cpu":
+        raise RuntimeError(
+            f"data.dali_source=reader is DALI's own webdataset reader, but data.loader={data.loader} resolved to "
+            "the CPU path (no DALI); set data.loader=dali with DALI installed, or drop data.dali_source"
+        )
     aug = resolve_augment(aug, data)
     manifest = load_manifest(data.path)
     if num_classes is not None and num_classes != manifest.num_classes:
