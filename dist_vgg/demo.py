@@ -38,7 +38,7 @@ class DemoOptions:
     seed: int = 0
     epochs_a: int = 15
     """Training budget of A, in epochs."""
-    epochs_d: int = 10
+    epochs_d: int = 13
     """Training budget of each D (from A, and from random init): the same for both."""
     width: float = 0.25
     crop: int = 32
