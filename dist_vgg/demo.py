@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -122,12 +123,18 @@ class Demo:
         with open(log_path, "a") as log:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
             assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-                if any(h in line for h in highlight):
-                    print(f"  >>> {line.rstrip()}", flush=True)
-                else:
-                    print(f"    {line.rstrip()}", flush=True)
+            try:
+                for line in proc.stdout:
+                    log.write(line)
+                    if any(h in line for h in highlight):
+                        print(f"  >>> {line.rstrip()}", flush=True)
+                    else:
+                        print(f"    {line.rstrip()}", flush=True)
+            except KeyboardInterrupt:
+                # Ctrl-C reached the stage too (same process group): let it save and stop before the demo
+                # exits, so that a rerun never finds a half-stopped stage still writing into its folder.
+                _stop(proc)
+                raise
             rc = proc.wait()
         if rc != 0:
             raise DemoError(f"stage '{stage}' failed with exit status {rc}; its log is {log_path}")
@@ -343,6 +350,21 @@ class Demo:
         return 0
 
 
+def _stop(proc: subprocess.Popen, grace_s: float = 60.0) -> None:
+    """Wait for an interrupted stage to exit (it got the same SIGINT); SIGINT it again if it is still running
+    (a stage started outside our process group), and kill it after `grace_s`."""
+    try:
+        proc.wait(timeout=5)
+        return
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def validation_curve(run: Path) -> list[tuple[int, float]]:
     """(step, validation top-1) from a run's metrics.jsonl."""
     points = []
@@ -496,6 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--classes", type=int, default=DemoOptions.classes)
     p.add_argument("--train-per-class", type=int, default=DemoOptions.train_per_class)
+    p.add_argument("--val-per-class", type=int, default=DemoOptions.val_per_class)
     p.add_argument(
         "--slurm", action="store_true", help="run the flow through sbatch on the local SLURM cluster"
     )
@@ -503,6 +526,7 @@ def main(argv: list[str] | None = None) -> int:
     opts = DemoOptions(
         classes=args.classes,
         train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class,
         epochs_a=args.epochs_a,
         epochs_d=args.epochs_d,
     )
