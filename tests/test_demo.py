@@ -9,10 +9,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.train_fixtures import wait_for_log
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = [
@@ -46,23 +47,13 @@ def _demo(out: Path, log: Path) -> subprocess.Popen:
         )
 
 
-def _wait_for(log: Path, text: str, proc: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in log.read_text():
-            return
-        assert proc.poll() is None, f"the demo ended before {text!r}:\n{log.read_text()[-3000:]}"
-        time.sleep(0.2)
-    pytest.fail(f"{text!r} not seen in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
-
-
 @pytest.mark.timeout(400)
 def test_demo_interrupted_then_rerun_resumes_and_completes(tmp_path: Path) -> None:
     out = tmp_path / "demo_out"
     first = _demo(out, tmp_path / "first.log")
     # Ctrl-C while D-from-A trains: the terminal signals the whole foreground process group.
-    _wait_for(tmp_path / "first.log", "--run-dir " + str(out / "runs" / "D-from-A"), first)
-    _wait_for(tmp_path / "first.log", "training 3 steps", first)
+    wait_for_log(tmp_path / "first.log", "--run-dir " + str(out / "runs" / "D-from-A"), [first], timeout=180)
+    wait_for_log(tmp_path / "first.log", "training 3 steps", [first], timeout=60)
     os.killpg(first.pid, signal.SIGINT)
     assert first.wait(timeout=60) == 130
     text = (tmp_path / "first.log").read_text()

@@ -7,7 +7,6 @@ equal to single-process training (section 3.3), dense evaluation equal to the ce
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import socket
@@ -19,6 +18,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
+from dist_vgg.demo import training_losses, validation_curve
 from dist_vgg.launch import destroy_process_group
 from dist_vgg.models import DenseVGG, VGGSpec, build_vgg, initialise
 from dist_vgg.models.geometry import parameter_count, stacked_receptive_field
@@ -111,14 +111,13 @@ HEAD_START_RUN = [
 
 
 def _curves(run_dir: Path, steps_per_epoch: int) -> tuple[list[float], list[float]]:
-    """(training loss averaged per epoch, validation top-1 per epoch) from the run's metrics.jsonl."""
-    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    loss = [e["loss"] for e in events if e["event"] == "progress"]
+    """(training loss averaged per epoch, validation top-1 per epoch), read as the demo reads its runs."""
+    loss = [v for _, v in training_losses(run_dir)]
     per_epoch = [
         round(sum(loss[i : i + steps_per_epoch]) / steps_per_epoch, 4)
         for i in range(0, len(loss), steps_per_epoch)
     ]
-    return per_epoch, [round(e["top1"], 4) for e in events if e["event"] == "validation"]
+    return per_epoch, [round(v, 4) for _, v in validation_curve(run_dir)]
 
 
 @pytest.mark.timeout(400)

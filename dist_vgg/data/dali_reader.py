@@ -46,6 +46,7 @@ from dist_vgg.data.config import AugmentConfig, DataConfig
 from dist_vgg.data.dali_pipeline import _to_torch
 from dist_vgg.data.dataset import _missing_index
 from dist_vgg.data.format import CLS, INDEX_VERSION, JPG, LABEL_DIGITS, Manifest, ShardFormatError, index_name
+from dist_vgg.data.sampler import EpochPlan
 from dist_vgg.data.train_loader import to_training_layout
 
 log = logging.getLogger("dist_vgg.data")
@@ -66,15 +67,12 @@ class ReaderPlan:
     world_size: int
 
     def __post_init__(self) -> None:
-        if self.batches_per_epoch < 1:
-            raise ValueError(
-                f"the training split has {self.samples} samples, fewer than one global batch "
-                f"(micro_batch {self.micro_batch} × world size {self.world_size}); lower the batch or add data"
-            )
+        # The index path's plan raises the same clear error for a split smaller than one global batch.
+        EpochPlan(self.samples, self.micro_batch, self.world_size, self.world_size)
 
     @property
     def batches_per_epoch(self) -> int:
-        """Batches every rank yields per epoch (as `sampler.EpochPlan`)."""
+        """Batches every rank yields per epoch: `sampler.EpochPlan`'s, the trainer's epoch on every path."""
         return self.samples // (self.micro_batch * self.world_size)
 
     def shard_size(self, shard: int) -> int:

@@ -12,7 +12,7 @@ from dist_vgg.data.augment import RESIZE_FILTER, resolve_augment
 from dist_vgg.data.config import AugmentConfig, DataConfig
 from dist_vgg.data.dataset import SplitIndex, shards_covering, split_first
 from dist_vgg.data.eval_inputs import eval_batches, plan_eval_batches
-from dist_vgg.data.format import Manifest, load_manifest
+from dist_vgg.data.format import load_manifest
 from dist_vgg.data.loader import EvalBatch, SyntheticLoader, TrainLoader
 from dist_vgg.data.sampler import EpochPlan, eval_range
 from dist_vgg.data.staging import stage
@@ -103,9 +103,35 @@ def build_train_loader(
     if "train" not in manifest.splits:
         manifest.shard_paths(data.path, "train")  # raises the format's error naming the missing split
     if path == "dali" and data.dali_source == "reader":
-        return _reader_loader(
-            data, aug, manifest, micro_batch, rank, world_size, device, seed, channels_last, dtype
+        # DALI's webdataset reader: every rank reads every shard range over the epochs, so staging copies
+        # the whole training split to each node.
+        from dist_vgg.data.dali_reader import build_reader_loader
+
+        every_shard = list(range(len(manifest.splits["train"].shards)))
+        loader = build_reader_loader(
+            data,
+            aug,
+            manifest,
+            micro_batch=micro_batch,
+            rank=rank,
+            world_size=world_size,
+            device=device,
+            seed=seed,
+            channels_last=channels_last,
+            dtype=dtype,
+            staged_paths=stage(data.path, manifest, "train", every_shard, data.stage_local_dir)
+            if staged
+            else None,
         )
+        if rank == 0:
+            log.info(
+                "data: %s loader, shuffle buffer %d, resize %s; %s",
+                loader.name,
+                data.shuffle_buffer,
+                RESIZE_FILTER,
+                loader.plan.describe(),
+            )
+        return loader
     group = _node_ranks(local_world_size, world_size) if staged else world_size
     plan = EpochPlan(manifest.splits["train"].samples, micro_batch, world_size, group)
     lo, hi = plan.rank_range(rank)
@@ -125,50 +151,6 @@ def build_train_loader(
     if rank == 0:
         log.info("data: %s loader, resize %s; %s", name, RESIZE_FILTER, plan.describe())
     return IndexedTrainLoader(reader, backend, device, dtype, channels_last, name)
-
-
-def _reader_loader(
-    data: DataConfig,
-    aug: AugmentConfig,
-    manifest: Manifest,
-    micro_batch: int,
-    rank: int,
-    world_size: int,
-    device: torch.device,
-    seed: int,
-    channels_last: bool,
-    dtype: torch.dtype,
-) -> TrainLoader:
-    """`data.dali_source=reader`: DALI's webdataset reader over every train shard (see `dali_reader`). With
-    staging, each node copies the whole training split: every rank reads every shard range over the epochs."""
-    from dist_vgg.data.dali_reader import build_reader_loader
-
-    staged_paths = None
-    if data.stage_local_dir:
-        shards = list(range(len(manifest.splits["train"].shards)))
-        staged_paths = stage(data.path, manifest, "train", shards, data.stage_local_dir)
-    loader = build_reader_loader(
-        data,
-        aug,
-        manifest,
-        micro_batch=micro_batch,
-        rank=rank,
-        world_size=world_size,
-        device=device,
-        seed=seed,
-        channels_last=channels_last,
-        dtype=dtype,
-        staged_paths=staged_paths,
-    )
-    if rank == 0:
-        log.info(
-            "data: %s loader, shuffle buffer %d, resize %s; %s",
-            loader.name,
-            data.shuffle_buffer,
-            RESIZE_FILTER,
-            loader.plan.describe(),
-        )
-    return loader
 
 
 class EvalLoader:
