@@ -9,10 +9,18 @@
 
 Checking before planning is what makes every shard but the last the same size even when files are
 quarantined, and makes the output independent of the number of workers and ranks.
+
+`--fast` does it in one pass when it can: its check needs only an image's header and last bytes, so it plans
+as if no file were unusable and checks each image in the shard writer's buffer, as it copies it (re-encoding
+there when the verdict says so). Reading every file once instead of twice matters most on a network file
+system, where opening a file costs more than reading it. Should it meet an unusable file, the plan was wrong
+from there on: it then runs the two passes, which keep every shard written before that file (same plan,
+same checksum) and rewrite the rest. Either way the output is the same bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -20,7 +28,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -133,11 +141,25 @@ def _fast_verdict(item: sources.Item, opts: images.CheckOptions) -> images.Verdi
     head, tail = sources.read_head_tail(item, FAST_HEAD, images.EOI_WINDOW)
     if head is tail:  # a small file, read whole
         return images.check_image(head, opts)
+    return _fast_verdict_of(head, tail, lambda: sources.read_item(item), opts)
+
+
+def _fast_verdict_of_view(view: memoryview, opts: images.CheckOptions) -> images.Verdict:
+    """The same verdict as `_fast_verdict`, for an image already in memory (the one-pass `--fast`)."""
+    if len(view) <= FAST_HEAD + images.EOI_WINDOW:
+        return images.check_image(bytes(view), opts)
+    head, tail = bytes(view[:FAST_HEAD]), bytes(view[-images.EOI_WINDOW :])
+    return _fast_verdict_of(head, tail, lambda: bytes(view), opts)
+
+
+def _fast_verdict_of(
+    head: bytes, tail: bytes, whole: Callable[[], bytes], opts: images.CheckOptions
+) -> images.Verdict:
     if head.startswith(b"\xff\xd8"):
         verdict = images.check_image(head, opts, tail)
         if verdict.action != "quarantine":
             return verdict
-    return images.check_image(sources.read_item(item), opts)
+    return images.check_image(whole(), opts)
 
 
 # ---------------------------------------------------------------- pass 2: write
@@ -147,7 +169,8 @@ def _fast_verdict(item: sources.Item, opts: images.CheckOptions) -> images.Verdi
 class PlannedSample:
     position: int
     item: sources.Item
-    verdict: images.Verdict
+    verdict: images.Verdict | None
+    """None until checked, in the one-pass `--fast` plan."""
     label: int
 
 
@@ -158,70 +181,150 @@ class ShardTask:
     samples: list[PlannedSample]
     options: images.CheckOptions
     out: str
+    settings: dict
+    """The run's manifest options (part of every plan digest)."""
     plan: str
-    """Digest of everything that decides this shard's bytes."""
+    """Digest of everything that decides this shard's bytes; in one pass, of everything known before."""
+    one_pass: bool = False
+    """Check each image as it is copied (the samples have no verdicts yet)."""
 
 
 @dataclass(frozen=True)
 class ShardResult:
     split: str
     index: int
-    entry: fmt.ShardEntry
+    entry: fmt.ShardEntry | None
+    """None when the one-pass write met an unusable file (`unusable`)."""
     kept: bool
     reencoded: int
+    verdicts: list[images.Verdict]
+    """One per sample, in the shard's order."""
+    unusable: str | None = None
+    """The first unusable file met by a one-pass write: `<split>/<source name>: reason`."""
+
+
+class _Unusable(Exception):
+    """Raised from inside the shard writer by a one-pass check that finds a file to quarantine."""
 
 
 def _record_path(out: str, split: str, index: int) -> Path:
     return Path(out) / STATE / "done" / f"{split}-{index:06d}.json"
 
 
-def _kept(task: ShardTask, path: Path) -> fmt.ShardEntry | None:
-    """The completed shard from an earlier run, if its record matches this plan and its bytes its checksum."""
+def _plan_digest(
+    settings: dict,
+    split: str,
+    index: int,
+    samples: list[PlannedSample],
+    verdicts: list[images.Verdict] | None,
+) -> str:
+    """Digest of what decides a shard's bytes; `verdicts` None: of all but the verdicts (the one-pass plan)."""
+    if verdicts is None:
+        rows = [(p.position, p.item.name, p.item.size, p.label) for p in samples]
+    else:
+        rows = [
+            (p.position, p.item.name, p.item.size, *_verdict_fields(v), p.label)
+            for p, v in zip(samples, verdicts)
+        ]
+    return _digest([settings, split, index, rows])
+
+
+def _kept(task: ShardTask, path: Path) -> tuple[fmt.ShardEntry, list[images.Verdict]] | None:
+    """The completed shard from an earlier run, if its record matches this plan and its bytes its checksum;
+    with the verdicts it was written with."""
     record = _record_path(task.out, task.split, task.index)
     try:
         saved = json.loads(record.read_text())
     except (OSError, ValueError):
         return None
-    if saved.get("plan") != task.plan or not path.is_file() or path.stat().st_size != saved.get("bytes"):
+    plan = saved.get("unchecked_plan" if task.one_pass else "plan")
+    if plan != task.plan or not path.is_file() or path.stat().st_size != saved.get("bytes"):
         return None
-    if fmt.sha256_file(path) != saved.get("sha256"):
+    try:
+        verdicts = [images.Verdict(*v) for v in saved["verdicts"]]
+    except (KeyError, TypeError):
+        return None  # a record from an older data_prep: write the shard again
+    if len(verdicts) != len(task.samples) or fmt.sha256_file(path) != saved.get("sha256"):
         return None
     idx = path.with_name(fmt.index_name(path))
     if not idx.is_file():
         write_index(path)
-    return fmt.ShardEntry(path.name, saved["samples"], saved["bytes"], saved["sha256"])
+    return fmt.ShardEntry(path.name, saved["samples"], saved["bytes"], saved["sha256"]), verdicts
 
 
-def _samples(task: ShardTask) -> Iterator[fmt.Sample]:
+def _samples(task: ShardTask, verdicts: list[images.Verdict]) -> Iterator[fmt.Sample]:
     """The shard's samples, each read (and re-encoded if its verdict says so) only when the writer gets to
-    it: a shard never sits in memory whole, and reading overlaps writing and hashing the previous ones."""
+    it: a shard never sits in memory whole, and reading overlaps writing and hashing the previous ones.
+    Images copied unchanged are read by the writer, straight into its buffer; in one pass they are checked
+    there too, and their verdicts appended to `verdicts`."""
     for s in task.samples:
-        item, verdict = s.item, s.verdict
-        data = images.prepare(sources.read_item(item), verdict, task.options)
-        meta = {"wnid": item.wnid, "width": verdict.width, "height": verdict.height, "source": item.name}
-        if verdict.action == "reencode":
-            meta["reencoded"] = verdict.reason
+        item = s.item
+        meta = {"wnid": item.wnid, "source": item.name}
+        data: bytes | fmt.FileBytes
+        if task.one_pass:
+            data = fmt.FileBytes(
+                item.size, functools.partial(_copy_checked, item, task.options, meta, verdicts)
+            )
+        else:
+            verdict = s.verdict
+            assert verdict is not None
+            verdicts.append(verdict)
+            _describe(meta, verdict)
+            if verdict.action == "copy":
+                data = fmt.FileBytes(item.size, functools.partial(sources.read_item_into, item))
+            else:
+                data = images.prepare(sources.read_item(item), verdict, task.options)
         yield fmt.Sample(fmt.sample_key(task.split, s.position), data, s.label, meta)
+
+
+def _describe(meta: dict, verdict: images.Verdict) -> None:
+    meta["width"], meta["height"] = verdict.width, verdict.height
+    if verdict.action == "reencode":
+        meta["reencoded"] = verdict.reason
+
+
+def _copy_checked(
+    item: sources.Item, opts: images.CheckOptions, meta: dict, verdicts: list, view: memoryview
+) -> bytes | None:
+    """One-pass `--fast`: read the image into the writer's buffer, check it there; None keeps the bytes read,
+    re-encoded bytes replace them, an unusable file stops the shard (`_Unusable`)."""
+    sources.read_item_into(item, view)
+    verdict = _fast_verdict_of_view(view, opts)
+    if verdict.action == "quarantine":
+        raise _Unusable(f"{item.split}/{item.name}: {verdict.reason}")
+    verdicts.append(verdict)
+    _describe(meta, verdict)
+    return images.prepare(bytes(view), verdict, opts) if verdict.action == "reencode" else None
 
 
 def _write_shard(task: ShardTask) -> ShardResult:
     path = fmt.shard_path(task.out, task.split, task.index)
-    reencoded = sum(1 for s in task.samples if s.verdict.action == "reencode")
-    entry = _kept(task, path)
-    if entry is not None:
-        return ShardResult(task.split, task.index, entry, True, reencoded)
-    written = fmt.write_shard(path, _samples(task), fsync=False)  # resume re-hashes kept shards
+    kept = _kept(task, path)
+    if kept is not None:
+        entry, verdicts = kept
+        return ShardResult(task.split, task.index, entry, True, _count_reencoded(verdicts), verdicts)
+    verdicts: list[images.Verdict] = []
+    try:
+        written = fmt.write_shard(path, _samples(task, verdicts), fsync=False)  # resume re-hashes kept shards
+    except _Unusable as e:
+        return ShardResult(task.split, task.index, None, False, 0, [], str(e))
     record = _record_path(task.out, task.split, task.index)
     record.parent.mkdir(parents=True, exist_ok=True)
-    done = {"plan": task.plan, "sha256": written.sha256, "bytes": written.bytes, "samples": written.samples}
+    done = {
+        "plan": _plan_digest(task.settings, task.split, task.index, task.samples, verdicts),
+        "unchecked_plan": _plan_digest(task.settings, task.split, task.index, task.samples, None),
+        "verdicts": [_verdict_fields(v) for v in verdicts],
+        "sha256": written.sha256,
+        "bytes": written.bytes,
+        "samples": written.samples,
+    }
     fmt.atomic_write(record, json.dumps(done).encode(), fsync=False)
-    return ShardResult(
-        task.split,
-        task.index,
-        fmt.ShardEntry(path.name, written.samples, written.bytes, written.sha256),
-        False,
-        reencoded,
-    )
+    entry = fmt.ShardEntry(path.name, written.samples, written.bytes, written.sha256)
+    return ShardResult(task.split, task.index, entry, False, _count_reencoded(verdicts), verdicts)
+
+
+def _count_reencoded(verdicts: list[images.Verdict]) -> int:
+    return sum(1 for v in verdicts if v.action == "reencode")
 
 
 # ---------------------------------------------------------------- OUT folder
@@ -266,12 +369,19 @@ def _prepare_out(out: Path, options: dict, overwrite: bool) -> None:
 
 
 def plan_split(
-    split: str, items: list[sources.Item], verdicts: list[images.Verdict], seed: int, labels: dict[str, int]
+    split: str,
+    items: list[sources.Item],
+    verdicts: list[images.Verdict] | None,
+    seed: int,
+    labels: dict[str, int],
 ) -> list[PlannedSample]:
     """Good samples of a split in their global order: sorted input, shuffled with the seed, then the
-    quarantined left out (so a quarantined file does not move any other)."""
+    quarantined left out (so a quarantined file does not move any other). `verdicts` None: the one-pass
+    plan, every file assumed good."""
     order = list(range(len(items)))
     random.Random(f"{seed}/{split}").shuffle(order)
+    if verdicts is None:
+        return [PlannedSample(p, items[i], None, labels[items[i].wnid]) for p, i in enumerate(order)]
     kept = [i for i in order if verdicts[i].action != "quarantine"]
     return [PlannedSample(p, items[i], verdicts[i], labels[items[i].wnid]) for p, i in enumerate(kept)]
 
@@ -288,13 +398,21 @@ def samples_per_shard(opts: PrepOptions, planned: list[PlannedSample]) -> int:
     return max(1, int(target // max(mean, 1.0)))
 
 
+UNUSABLE = "unusable.txt"
+"""OUT/.prep/UNUSABLE: the unusable files a one-pass `--fast` met; a rerun then checks first."""
+
+Planned = dict[str, list[PlannedSample]]
+
+
 def run(
     src: str, out: str, opts: PrepOptions, team: Team, *, strict: bool, overwrite: bool, metrics: PrepMetrics
 ) -> int:
-    """The `imagenet` command on this rank: check, plan, write; rank 0 writes the manifest at the end."""
+    """The `imagenet` command on this rank: check, plan, write (or, `--fast`, plan and check while writing);
+    rank 0 writes the manifest at the end."""
     t0 = time.monotonic()
     options = opts.manifest_options()
     source = sources.open_source(src)
+    one_pass = False
     if team.is_main:
         Path(out).mkdir(parents=True, exist_ok=True)
         _prepare_out(Path(out), options, overwrite)
@@ -302,7 +420,54 @@ def run(
         print(
             f"data_prep: {source.description}: {len(source.wnids)} classes, {counts} files", file=sys.stderr
         )
+        one_pass = opts.fast and not (Path(out) / STATE / UNUSABLE).is_file()
+    one_pass = team.bcast(one_pass)
     team.barrier()
+    done = _one_pass(source, opts, out, team, metrics) if one_pass else None
+    if done is None:
+        done = _two_passes(source, opts, out, team, metrics, strict)
+    planned, quarantined, shard_results = done
+    team.barrier()
+    if team.is_main:
+        how = "one pass, headers checked while copying" if one_pass and not quarantined else "two passes"
+        _finish(
+            Path(out), source, options, planned, quarantined, shard_results, team, time.monotonic() - t0, how
+        )
+    team.barrier()
+    return 0
+
+
+def _one_pass(
+    source: sources.Source, opts: PrepOptions, out: str, team: Team, metrics: PrepMetrics
+) -> tuple[Planned, list[dict], list[ShardResult]] | None:
+    """`--fast` in one pass: plan as if every file were good, check each image as it is copied. None when a
+    file turned out unusable (the plan was wrong from there on: the caller runs the two passes)."""
+    unchecked, tasks = plan_shards(source, None, opts, out)
+    results = write_all(tasks, team, metrics, one_pass=True)
+    unusable = [r.unusable for r in results if r.unusable]
+    if unusable:
+        if team.is_main:
+            fmt.atomic_write(
+                Path(out) / STATE / UNUSABLE, "".join(u + "\n" for u in unusable).encode(), False
+            )
+            print(
+                f"data_prep: met unusable files while copying ({unusable[0]}{' ...' if len(unusable) > 1 else ''}): "
+                "checking every file first, then keeping the shards written before them and rewriting the rest",
+                file=sys.stderr,
+            )
+        return None
+    planned: Planned = {split: [] for split in unchecked}
+    for task, r in zip(tasks, results):
+        planned[task.split] += [
+            PlannedSample(p.position, p.item, v, p.label) for p, v in zip(task.samples, r.verdicts)
+        ]
+    _check_accounting(source, planned, [])
+    return planned, [], results
+
+
+def _two_passes(
+    source: sources.Source, opts: PrepOptions, out: str, team: Team, metrics: PrepMetrics, strict: bool
+) -> tuple[Planned, list[dict], list[ShardResult]]:
     verdicts = check_all(source, opts.check, Path(out), team, metrics)
     quarantined = [
         {"split": split, "source": it.name, "reason": v.reason}
@@ -316,12 +481,7 @@ def run(
         raise PrepError(f"{len(quarantined)} input files are unusable (--strict):\n{lines}{more}")
     planned, shard_tasks = plan_shards(source, verdicts, opts, out)
     _check_accounting(source, planned, quarantined)
-    shard_results = write_all(shard_tasks, team, metrics)
-    team.barrier()
-    if team.is_main:
-        _finish(Path(out), source, options, planned, quarantined, shard_results, team, time.monotonic() - t0)
-    team.barrier()
-    return 0
+    return planned, quarantined, write_all(shard_tasks, team, metrics)
 
 
 def check_all(
@@ -349,33 +509,43 @@ def check_all(
 
 
 def plan_shards(
-    source: sources.Source, verdicts: dict[str, list[images.Verdict]], opts: PrepOptions, out: str
-) -> tuple[dict[str, list[PlannedSample]], list[ShardTask]]:
-    """The global order of each split and its cut into shards; the same on every rank."""
+    source: sources.Source, verdicts: dict[str, list[images.Verdict]] | None, opts: PrepOptions, out: str
+) -> tuple[Planned, list[ShardTask]]:
+    """The global order of each split and its cut into shards; the same on every rank. `verdicts` None:
+    the one-pass plan (every file assumed good, each checked as its shard is written)."""
     options = opts.manifest_options()
     labels = {w: k for k, w in enumerate(source.wnids)}
-    planned: dict[str, list[PlannedSample]] = {}
+    planned: Planned = {}
     tasks: list[ShardTask] = []
     for split, items in source.items.items():
-        planned[split] = plan_split(split, items, verdicts[split], opts.seed, labels)
+        planned[split] = plan_split(
+            split, items, None if verdicts is None else verdicts[split], opts.seed, labels
+        )
         n = samples_per_shard(opts, planned[split])
         for s, start in enumerate(range(0, len(planned[split]), n)):
             part = planned[split][start : start + n]
-            rows = [
-                (p.position, p.item.name, p.item.size, *_verdict_fields(p.verdict), p.label) for p in part
-            ]
-            tasks.append(ShardTask(split, s, part, opts.check, out, _digest([options, split, s, rows])))
+            known = None if verdicts is None else [p.verdict for p in part]
+            plan = _plan_digest(options, split, s, part, known)  # type: ignore[arg-type]
+            tasks.append(ShardTask(split, s, part, opts.check, out, options, plan, verdicts is None))
     return planned, tasks
 
 
-def write_all(tasks: list[ShardTask], team: Team, metrics: PrepMetrics) -> list[ShardResult]:
-    """Pass 2: this rank's shards (i mod K), written or kept; every rank gets every result."""
+def write_all(
+    tasks: list[ShardTask], team: Team, metrics: PrepMetrics, one_pass: bool = False
+) -> list[ShardResult]:
+    """Pass 2: this rank's shards (i mod K), written or kept; every rank gets every result. In one pass the
+    images are checked here too."""
     n_mine = len(team.owned(len(tasks)))
     metrics.planned.set(n_mine)
     bar = Progress("write", n_mine, "shards", team.rank)
     crash_after = int(os.environ.get(CRASH_ENV, "0") or 0)
 
     def written(r: ShardResult) -> None:
+        if one_pass:
+            metrics.checked.inc(len(r.verdicts) + (r.unusable is not None))
+        if r.entry is None:  # stopped at an unusable file: the two passes follow
+            bar.add(1)
+            return
         metrics.shards.inc()
         metrics.images.inc(r.entry.samples)
         metrics.bytes.inc(r.entry.bytes)
@@ -409,7 +579,7 @@ def _check_accounting(source: sources.Source, planned: dict, quarantined: list[d
 
 
 def _finish(
-    out: Path, source, options, planned, quarantined, shard_results, team: Team, elapsed: float
+    out: Path, source, options, planned, quarantined, shard_results, team: Team, elapsed: float, how: str
 ) -> None:
     splits = {}
     for split, plist in planned.items():
@@ -448,7 +618,7 @@ def _finish(
     print(
         f"data_prep: done: {n_img:,} images ({per_split}), {human_bytes(n_bytes)}, {n_shards} shards "
         f"({kept} kept from an earlier run), {n_re} re-encoded, {len(quarantined)} quarantined, "
-        f"{n_img / max(elapsed, 1e-9):,.0f} images/s in {elapsed:.1f}s → {out}",
+        f"{n_img / max(elapsed, 1e-9):,.0f} images/s in {elapsed:.1f}s ({how}) → {out}",
         file=sys.stderr,
     )
     if "train" in splits and 0 in splits["train"].per_class:

@@ -87,6 +87,25 @@ def read_item(item: Item, start: int = 0, length: int | None = None) -> bytes:
     return data
 
 
+def read_item_into(item: Item, view: memoryview) -> None:
+    """Fill `view` (exactly `item.size` bytes) with the item's bytes: the copy path reads each image straight
+    into the shard writer's buffer (see `dist_vgg.data.tar_stream`)."""
+    if len(view) != item.size:
+        raise ValueError(f"{item.name}: a {len(view)}-byte view for a {item.size}-byte item")
+    own = item.offset == 0
+    fd = os.open(item.path, os.O_RDONLY) if own else _archive_fd(item.path)
+    try:
+        done = 0
+        while done < item.size:
+            n = os.preadv(fd, [view[done:]], item.offset + done)
+            if n == 0:
+                raise PrepError(f"{item.path}: short read of {item.name} (the input changed while running?)")
+            done += n
+    finally:
+        if own:
+            os.close(fd)
+
+
 def read_head_tail(item: Item, head: int, tail: int) -> tuple[bytes, bytes]:
     """The item's first `head` and last `tail` bytes with one open (the `--fast` check reads only these);
     an item no longer than `head + tail` comes whole, as (data, data)."""

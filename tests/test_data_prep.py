@@ -19,6 +19,7 @@ from PIL import Image
 from data_prep import images, sources, stats, synthetic
 from data_prep.__main__ import main
 from dist_vgg.data import format as fmt
+from dist_vgg.data import tar_stream
 from tests.data_prep_fixtures import SHARD, SPEC, prep_env, prepared, problems, raw, run_prep, same_tree  # noqa: F401
 
 pytestmark = pytest.mark.timeout(180)
@@ -410,7 +411,7 @@ def test_streaming_write_shard_is_byte_identical_to_tarfile(tmp_path):
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for s in samples:
             for name, data in fmt.sample_members(s):
-                tar.addfile(fmt._member(name, len(data)), io.BytesIO(data))
+                tar.addfile(tar_stream._member(name, len(data)), io.BytesIO(data))
     ref = buf.getvalue()
     headers = [m.offset for m in tar_members(ref)]
     for fsync in (True, False):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from data_prep import imagenet, images, sources
 from dist_vgg.data import format as fmt
+from dist_vgg.data import tar_stream
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -88,7 +89,8 @@ def test_fast_check_quarantines_a_truncated_large_jpeg_and_a_header_cut_at_the_h
 
 
 def test_streamed_shard_from_a_generator_is_identical_and_hashed(tmp_path):
-    """Many write batches (small WRITE_BATCH): the same bytes, index and sha256 as one batch."""
+    """Many write batches (small BATCH_BYTES: most members larger than a batch): the same bytes, index and
+    sha256 as one batch."""
     rng = np.random.default_rng(1)
     samples = [
         fmt.Sample(
@@ -97,12 +99,12 @@ def test_streamed_shard_from_a_generator_is_identical_and_hashed(tmp_path):
         for i, n in enumerate(rng.integers(1, 40_000, 60))
     ]
     one = fmt.write_shard(tmp_path / "a" / "train-000000.tar", samples, fsync=False)
-    old = fmt.WRITE_BATCH
-    fmt.WRITE_BATCH = 1000
+    old = tar_stream.BATCH_BYTES
+    tar_stream.BATCH_BYTES = 1000
     try:
         many = fmt.write_shard(tmp_path / "b" / "train-000000.tar", (s for s in samples), fsync=False)
     finally:
-        fmt.WRITE_BATCH = old
+        tar_stream.BATCH_BYTES = old
     assert one.path.read_bytes() == many.path.read_bytes()
     assert (one.sha256, one.bytes, one.samples) == (many.sha256, many.bytes, 60)
     assert many.sha256 == hashlib.sha256(many.path.read_bytes()).hexdigest()
@@ -116,7 +118,7 @@ def test_a_failing_shard_write_raises_and_the_next_shard_is_fine(tmp_path, monke
     def full_disk(fd, batch):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(fmt, "_write_all", full_disk)
+    monkeypatch.setattr(tar_stream, "_write_all", full_disk)
     with pytest.raises(OSError, match="No space left"):
         fmt.write_shard(tmp_path / "x" / "train-000000.tar", samples, fsync=False)
     assert list((tmp_path / "x").iterdir()) == []  # no shard, no index, no temporary file

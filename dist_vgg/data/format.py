@@ -22,17 +22,15 @@ samples give byte-identical shards whoever writes them.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
-import queue
 import tarfile
-import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar
+
+from dist_vgg.data.tar_stream import FileBytes, TarStream
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val")
@@ -44,7 +42,6 @@ MANIFEST = "manifest.json"
 CLASSES = "classes.txt"
 INDEX_VERSION = "v1.2"
 """DALI's webdataset index format version (the one `wds2idx` writes)."""
-TAR_BLOCK = 512
 
 
 class ShardFormatError(ValueError):
@@ -81,37 +78,27 @@ def shard_path(root: str | Path, split: str, index: int) -> Path:
     return Path(root) / split / shard_name(split, index)
 
 
-def _member(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
-
-
 @dataclass(frozen=True)
 class Sample:
     """One sample to write: `meta` is the `.json` member's content."""
 
     key: str
-    jpeg: bytes
+    jpeg: bytes | FileBytes
+    """The JPEG bytes, or where to read them (data_prep copies images straight from their source file)."""
     label: int
     meta: dict
+    """Encoded only once `jpeg` is written, so that reading a `FileBytes` may complete it (data_prep's
+    one-pass `--fast` learns an image's size there)."""
 
 
 _META_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
-def sample_members(sample: Sample) -> list[tuple[str, bytes]]:
-    meta = _META_JSON.encode(sample.meta).encode()
-    return [
-        (f"{sample.key}.{JPG}", sample.jpeg),
-        (f"{sample.key}.{CLS}", encode_label(sample.label)),
-        (f"{sample.key}.{META}", meta),
-    ]
+def sample_members(sample: Sample) -> Iterator[tuple[str, bytes | FileBytes]]:
+    """The sample's tar members in order; a generator, so `meta` is encoded after the JPEG was consumed."""
+    yield f"{sample.key}.{JPG}", sample.jpeg
+    yield f"{sample.key}.{CLS}", encode_label(sample.label)
+    yield f"{sample.key}.{META}", _META_JSON.encode(sample.meta).encode()
 
 
 @dataclass
@@ -122,171 +109,35 @@ class WrittenShard:
     sha256: str
 
 
-WRITE_BATCH = 1 << 20
-"""Bytes gathered before one hand-over to the writing and hashing threads (one `writev`)."""
-_IOV_MAX = 1024
-"""Buffers per `writev` call (Linux's limit)."""
-
-
 def write_shard(path: str | Path, samples: Iterable[Sample], fsync: bool = True) -> WrittenShard:
     """Write `samples` as one shard plus its DALI index, atomically (temporary names, rename), and return its
-    size and checksum. The output depends only on `samples`. Streams to disk in batches of `WRITE_BATCH`
-    bytes, so a shard never has to fit in memory (give a generator, and only a few batches are). The calling
-    thread only lays out the tar stream; writing (one `writev` per batch) and hashing run on two helper
-    threads, in order, since both release the GIL: on a machine with spare cores, copying a shard costs little
-    more than reading its images. `fsync=False` skips flushing to the device before the rename: for writers
-    that re-check checksums on resume (data_prep) and so need not pay a device flush per shard."""
+    size and checksum. The output depends only on `samples`. Streams to disk (see `tar_stream`), so a shard
+    never has to fit in memory: give a generator, and images as `FileBytes`, and only a few buffers are.
+    `fsync=False` skips flushing to the device before the rename: for writers that re-check checksums on
+    resume (data_prep) and so need not pay a device flush per shard."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    offset = 0
     index_lines: list[str] = []
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    batch: list[bytes] = []
-    small = bytearray()  # headers, labels, metadata and padding, joined up to the next large member
-    batched = 0
-    h = hashlib.sha256()
-    count = 0
     try:
         with open(tmp, "wb", buffering=0) as f:
-            writer = _Stage("write", functools.partial(_write_all, f.fileno()))
-            hasher = _Stage("hash", functools.partial(_hash_all, h))
-            try:
+            with TarStream(f.fileno()) as stream:
                 for sample in samples:
-                    count += 1
                     parts = []
-                    for name, data in sample_members(sample):
-                        size = len(data)
-                        small += _header(name, size)
-                        parts.append(f"{name.split('.', 1)[1]} {offset + TAR_BLOCK} {size} {name}")
-                        if size >= TAR_BLOCK:
-                            batch.append(bytes(small))
-                            batch.append(data)
-                            small.clear()
-                        else:
-                            small += data
-                        if size % TAR_BLOCK:
-                            small += _ZEROS[: TAR_BLOCK - size % TAR_BLOCK]
-                        offset += TAR_BLOCK + size + -size % TAR_BLOCK
-                        batched += TAR_BLOCK + size
+                    for (name, data), ext in zip(sample_members(sample), MEMBER_EXTS):
+                        at, size = stream.add(name, data)
+                        parts.append(f"{ext} {at} {size} {name}")
                     index_lines.append(" ".join(parts))
-                    if batched >= WRITE_BATCH or len(batch) >= _IOV_MAX - 2:
-                        batch.append(bytes(small))
-                        small.clear()
-                        writer.put(batch)
-                        hasher.put(batch)
-                        batch, batched = [], 0
-                # end-of-archive marker, then padding to a whole tar record (as tarfile writes)
-                end = 2 * TAR_BLOCK
-                end += -(offset + end) % tarfile.RECORDSIZE
-                small += bytes(end)
-                offset += end
-                batch.append(bytes(small))
-                writer.put(batch)
-                hasher.put(batch)
-            finally:
-                try:
-                    writer.close()
-                finally:
-                    hasher.close()
+                size, sha256 = stream.finish()
             if fsync:
                 os.fsync(f.fileno())
     except BaseException:
         tmp.unlink(missing_ok=True)  # a failed shard leaves nothing behind
         raise
-    index = f"{INDEX_VERSION} {count}\n" + "".join(line + "\n" for line in index_lines)
+    index = f"{INDEX_VERSION} {len(index_lines)}\n" + "".join(line + "\n" for line in index_lines)
     _atomic_write(path.with_name(index_name(path)), index.encode(), fsync)
     os.replace(tmp, path)
-    return WrittenShard(path, count, offset, h.hexdigest())
-
-
-_ZEROS = bytes(TAR_BLOCK)
-
-
-def _write_all(fd: int, batch: list[bytes]) -> None:
-    total = sum(len(b) for b in batch)
-    done = os.writev(fd, batch)
-    if done < total:  # a short write (a signal, a nearly full disk): finish piece by piece
-        rest = memoryview(b"".join(batch))[done:]
-        while rest:
-            rest = rest[os.write(fd, rest) :]
-
-
-def _hash_all(h: hashlib._Hash, batch: list[bytes]) -> None:
-    for b in batch:
-        h.update(b)
-
-
-class _Stage:
-    """Applies `fn` to the batches given to `put`, in order, on this process's long-lived helper thread for
-    `role` (starting a thread per shard costs more than writing a small one). At most a few batches wait, so
-    memory stays bounded when the thread is slower than its producer. `close` waits for the last batch and
-    raises the first error `fn` raised (a full disk); `put` raises it too, so a failed shard stops early."""
-
-    _queues: ClassVar[dict[str, queue.Queue]] = {}
-    _pid = 0
-    _lock = threading.Lock()
-
-    def __init__(self, role: str, fn: Callable[[list[bytes]], None]) -> None:
-        self._fn = fn
-        self._done = threading.Event()
-        self._error: BaseException | None = None
-        with _Stage._lock:
-            if _Stage._pid != os.getpid():  # none yet, or a forked child (threads do not survive a fork)
-                _Stage._queues, _Stage._pid = {}, os.getpid()
-            q = _Stage._queues.get(role)
-            if q is None:
-                q = _Stage._queues[role] = queue.Queue(maxsize=16)
-                threading.Thread(target=_Stage._serve, args=(q,), name=f"shard-{role}", daemon=True).start()
-        self._q = q
-
-    @staticmethod
-    def _serve(q: queue.Queue) -> None:
-        while True:
-            stage, batch = q.get()
-            if batch is None:
-                stage._done.set()
-            elif stage._error is None:
-                try:
-                    stage._fn(batch)
-                except BaseException as e:  # reported to the shard's writer; the thread serves the next
-                    stage._error = e
-
-    def put(self, batch: list[bytes]) -> None:
-        if self._error is not None:
-            raise self._error
-        self._q.put((self, batch))
-
-    def close(self) -> None:
-        self._q.put((self, None))
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-
-
-_HEAD_FIXED = bytearray(TAR_BLOCK)
-_HEAD_FIXED[100:124] = b"0000644\x000000000\x000000000\x00"
-_HEAD_FIXED[136:156] = b"00000000000\x00        "
-_HEAD_FIXED[156] = ord(tarfile.REGTYPE)
-_HEAD_FIXED[257:265] = b"ustar\x0000"
-_HEAD_SUM = sum(_HEAD_FIXED)
-"""The header fields every member shares (mode, ids, mtime, type, magic; the checksum field as spaces)."""
-_HEAD_MODE_IDS = bytes(_HEAD_FIXED[100:124])
-_HEAD_MTIME = bytes(_HEAD_FIXED[136:148])
-_HEAD_REST = bytes(_HEAD_FIXED[155:])
-
-
-def _header(name: str, size: int) -> bytes:
-    """The USTAR header `tarfile` (Python ≥ 3.11: empty device numbers for regular files) writes for
-    `_member(name, size)`, built directly: tarfile's is slow, and this way the bytes do not depend on the
-    Python version of whoever writes the shard. The checksum is the shared fields' sum plus name and size."""
-    raw = name.encode("ascii", "replace")
-    if len(raw) > 100 or not name.isascii() or size >= 8**11:
-        return _member(name, size).tobuf(tarfile.USTAR_FORMAT, "utf-8", "surrogateescape")
-    size_field = b"%011o\x00" % size
-    checksum = b"%06o\x00" % (_HEAD_SUM + sum(raw) + sum(size_field))
-    return b"".join(
-        (raw, _ZEROS[: 100 - len(raw)], _HEAD_MODE_IDS, size_field, _HEAD_MTIME, checksum, _HEAD_REST)
-    )
+    return WrittenShard(path, len(index_lines), size, sha256)
 
 
 def atomic_write(path: Path, data: bytes, fsync: bool = True) -> None:
@@ -341,10 +192,13 @@ def iter_shard(path: str | Path) -> Iterator[tuple[str, dict[str, bytes]]]:
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Read into one reused buffer: a fresh `bytes` per block would be page-faulted in every time."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
+    buf = bytearray(chunk)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            h.update(view[:n])
     return h.hexdigest()
 
 
