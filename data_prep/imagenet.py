@@ -28,7 +28,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -252,29 +252,24 @@ def _kept(task: ShardTask, path: Path) -> tuple[fmt.ShardEntry, list[images.Verd
     return fmt.ShardEntry(path.name, saved["samples"], saved["bytes"], saved["sha256"]), verdicts
 
 
-def _samples(task: ShardTask, verdicts: list[images.Verdict]) -> Iterator[fmt.Sample]:
-    """The shard's samples, each read (and re-encoded if its verdict says so) only when the writer gets to
-    it: a shard never sits in memory whole, and reading overlaps writing and hashing the previous ones.
-    Images copied unchanged are read by the writer, straight into its buffer; in one pass they are checked
-    there too, and their verdicts appended to `verdicts`."""
+def _samples(task: ShardTask, verdicts: list[images.Verdict]) -> list[fmt.Sample]:
+    """The shard's samples. Each image is read by the writer straight into its buffer (see
+    `dist_vgg.data.tar_stream`), so a shard never sits in memory whole, and re-encoded there if its verdict
+    says so; in one pass it is checked there too. The verdicts are appended to `verdicts` in order."""
+    samples = []
     for s in task.samples:
         item = s.item
         meta = {"wnid": item.wnid, "source": item.name}
-        data: bytes | fmt.FileBytes
         if task.one_pass:
-            data = fmt.FileBytes(
-                item.size, functools.partial(_copy_checked, item, task.options, meta, verdicts)
-            )
+            check = functools.partial(_check_stored, item, task.options, meta, verdicts)
         else:
-            verdict = s.verdict
-            assert verdict is not None
-            verdicts.append(verdict)
-            _describe(meta, verdict)
-            if verdict.action == "copy":
-                data = fmt.FileBytes(item.size, functools.partial(sources.read_item_into, item))
-            else:
-                data = images.prepare(sources.read_item(item), verdict, task.options)
-        yield fmt.Sample(fmt.sample_key(task.split, s.position), data, s.label, meta)
+            assert s.verdict is not None
+            verdicts.append(s.verdict)
+            _describe(meta, s.verdict)
+            check = functools.partial(_stored, s.verdict, task.options)
+        data = fmt.FileBytes(item.size, functools.partial(sources.read_item_into, item), check)
+        samples.append(fmt.Sample(fmt.sample_key(task.split, s.position), data, s.label, meta))
+    return samples
 
 
 def _describe(meta: dict, verdict: images.Verdict) -> None:
@@ -283,18 +278,23 @@ def _describe(meta: dict, verdict: images.Verdict) -> None:
         meta["reencoded"] = verdict.reason
 
 
-def _copy_checked(
+def _stored(verdict: images.Verdict, opts: images.CheckOptions, view: memoryview) -> bytes | None:
+    """What to store for an image read into the writer's buffer: None, the bytes as they are (copy), or its
+    re-encoding."""
+    return images.prepare(bytes(view), verdict, opts) if verdict.action == "reencode" else None
+
+
+def _check_stored(
     item: sources.Item, opts: images.CheckOptions, meta: dict, verdicts: list, view: memoryview
 ) -> bytes | None:
-    """One-pass `--fast`: read the image into the writer's buffer, check it there; None keeps the bytes read,
-    re-encoded bytes replace them, an unusable file stops the shard (`_Unusable`)."""
-    sources.read_item_into(item, view)
+    """One-pass `--fast`: check an image in the writer's buffer, then as `_stored`; an unusable file stops
+    the shard (`_Unusable`)."""
     verdict = _fast_verdict_of_view(view, opts)
     if verdict.action == "quarantine":
         raise _Unusable(f"{item.split}/{item.name}: {verdict.reason}")
     verdicts.append(verdict)
     _describe(meta, verdict)
-    return images.prepare(bytes(view), verdict, opts) if verdict.action == "reencode" else None
+    return _stored(verdict, opts, view)
 
 
 def _write_shard(task: ShardTask) -> ShardResult:

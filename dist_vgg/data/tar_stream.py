@@ -7,9 +7,10 @@ module only turns members into tar bytes on disk. Three things make it fast in P
   Reading 1.28 M images into fresh `bytes` costs more than reading them (new memory is page-faulted in on
   every allocation); an image given as `FileBytes` is read straight into its place in the buffer instead;
 - **one `writev` and one hash update per buffer**, not per member;
-- **two helper threads**, writing and hashing each filled buffer in order while the caller fills the next
-  (both release the GIL). A buffer returns to the pool when both are done with it, so memory stays bounded
-  whatever the speeds.
+- **a helper thread** hashing and writing each filled buffer in order while the caller fills the next (both
+  release the GIL). A buffer returns to the pool when it is written, so memory stays bounded whatever the
+  speeds. (Reading on another thread too was tried and is slower: the reads then wait for the GIL that the
+  caller's thread holds while it lays out headers.)
 
 Headers have fixed fields (mtime 0, uid/gid 0, empty owner names, mode 0644), built here byte for byte as
 Python's `tarfile` writes them, so a stream's bytes depend only on its members.
@@ -38,11 +39,13 @@ BATCH_BYTES = BUFFER_BYTES
 @dataclass(frozen=True, slots=True)
 class FileBytes:
     """A member's bytes still on disk: `read_into` fills the whole view it is given (`size` bytes) or raises.
-    Lets the stream read an image straight into its buffer instead of through a fresh `bytes`. It may return
-    other bytes to store instead (data_prep re-encodes an image found to be CMYK there), or None."""
+    Lets the stream read an image straight into its buffer instead of through a fresh `bytes`. `check`, if
+    given, then sees the bytes there: it returns None to store them, other bytes to store instead (a
+    re-encoded image), or raises to abandon the stream."""
 
     size: int
-    read_into: Callable[[memoryview], bytes | None]
+    read_into: Callable[[memoryview], None]
+    check: Callable[[memoryview], bytes | None] | None = None
 
 
 Data = bytes | bytearray | memoryview | FileBytes
@@ -94,7 +97,9 @@ class TarStream:
             used = 0
         mv = self._mv
         if isinstance(data, FileBytes):  # the data first: the header needs the size actually stored
-            other = data.read_into(mv[used + TAR_BLOCK : used + TAR_BLOCK + size])
+            view = mv[used + TAR_BLOCK : used + TAR_BLOCK + size]
+            data.read_into(view)
+            other = data.check(view) if data.check is not None else None
             if other is not None:
                 return self.add(name, other)
         else:
@@ -114,8 +119,9 @@ class TarStream:
     def _add_large(self, name: str, size: int, data: Data) -> tuple[int, int]:
         """A member larger than a buffer: its data is handed over as it is, between the buffer's pieces."""
         if isinstance(data, FileBytes):
-            own = bytearray(size)
-            other = data.read_into(memoryview(own))
+            own = memoryview(bytearray(size))
+            data.read_into(own)
+            other = data.check(own) if data.check is not None else None
             if other is not None:
                 return self.add(name, other)
             data = own
@@ -162,7 +168,7 @@ class TarStream:
         self._cut()
         if not self._parts:
             return
-        self._helpers.submit(self, _Batch(self._parts, self._buf))
+        self._helpers.submit(self, (self._parts, self._buf))
         self._buf = self._helpers.take()  # waits while every buffer is still in use (back-pressure)
         self._mv = memoryview(self._buf)
         self._parts, self._used, self._start, self._batched = [], 0, 0, 0
@@ -172,27 +178,16 @@ class TarStream:
     def _close(self, raise_error: bool) -> None:
         self._open = False
         self._helpers.submit(self, None)
-        self._closed.acquire()
-        self._closed.acquire()  # both helpers have passed every batch of this stream
+        self._closed.acquire()  # the helper has passed every batch of this stream
         self._parts = []
         self._helpers.give_back(self._buf)
         if raise_error and self._error is not None:
             raise self._error
 
 
-class _Batch:
-    """Pieces of the stream to write and hash, in order, and the buffer they live in (returned to the pool
-    once both helpers are done with it)."""
-
-    __slots__ = ("buffer", "lock", "parts", "pending")
-
-    def __init__(self, parts: list, buffer: bytearray) -> None:
-        self.parts, self.buffer, self.pending, self.lock = parts, buffer, 2, threading.Lock()
-
-
 class _Helpers:
-    """This process's buffer pool and its two helper threads (starting threads per shard costs more than
-    writing a small one). Made again in a forked child, since threads do not survive a fork."""
+    """This process's buffer pool and its helper thread (starting a thread per shard costs more than writing
+    a small one). Made again in a forked child, since threads do not survive a fork."""
 
     _instance: _Helpers | None = None
     _pid = 0
@@ -208,9 +203,8 @@ class _Helpers:
     def __init__(self) -> None:
         self._free: queue.Queue[bytearray] = queue.Queue()
         self._made = 0
-        self._queues = {role: queue.Queue() for role in ("write", "hash")}
-        for role, q in self._queues.items():
-            threading.Thread(target=self._serve, args=(role, q), name=f"tar-{role}", daemon=True).start()
+        self._queue: queue.Queue[tuple[TarStream, tuple[list, bytearray] | None]] = queue.Queue()
+        threading.Thread(target=self._serve, name="tar-stream", daemon=True).start()
 
     def take(self) -> bytearray:
         """A free buffer; allocated on first need, up to `BUFFER_COUNT` (then waits for one to come back)."""
@@ -227,33 +221,29 @@ class _Helpers:
     def give_back(self, buf: bytearray) -> None:
         self._free.put(buf)
 
-    def submit(self, stream: TarStream, batch: _Batch | None) -> None:
-        """Queue `batch` (None: the stream's end) for both helpers."""
-        for q in self._queues.values():
-            q.put((stream, batch))
+    def submit(self, stream: TarStream, batch: tuple[list, bytearray] | None) -> None:
+        """Queue `batch` (its pieces and their buffer; None: the stream's end)."""
+        self._queue.put((stream, batch))
 
-    def _serve(self, role: str, q: queue.Queue) -> None:
+    def _serve(self) -> None:
         while True:
-            stream, batch = q.get()
+            stream, batch = self._queue.get()
             if batch is None:
                 stream._closed.release()
                 continue
+            parts, buffer = batch
             try:
                 if stream._error is None:
-                    if role == "write":
-                        _write_all(stream._fd, batch.parts)
-                    else:
-                        for part in batch.parts:
-                            stream._hash.update(part)
+                    for (
+                        part
+                    ) in parts:  # hashed first: the write then copies bytes already in this core's cache
+                        stream._hash.update(part)
+                    _write_all(stream._fd, parts)
             except BaseException as e:  # reported to the stream's caller; the thread serves the next batch
                 stream._error = stream._error or e
             finally:
-                with batch.lock:
-                    batch.pending -= 1
-                    last = batch.pending == 0
-                if last:
-                    batch.parts.clear()  # drop the views before the buffer is reused
-                    self.give_back(batch.buffer)
+                parts.clear()  # drop the views before the buffer is reused
+                self.give_back(buffer)
 
 
 def _write_all(fd: int, parts: list) -> None:
