@@ -20,7 +20,6 @@ same checksum) and rewrite the rest. Either way the output is the same bytes.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -165,7 +164,7 @@ def _fast_verdict_of(
 # ---------------------------------------------------------------- pass 2: write
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class PlannedSample:
     position: int
     item: sources.Item
@@ -259,16 +258,11 @@ def _samples(task: ShardTask, verdicts: list[images.Verdict]) -> list[fmt.Sample
     samples = []
     for s in task.samples:
         item = s.item
-        meta = {"wnid": item.wnid, "source": item.name}
-        if task.one_pass:
-            check = functools.partial(_check_stored, item, task.options, meta, verdicts)
-        else:
-            assert s.verdict is not None
+        image = _SourceImage(item, s.verdict, task.options, verdicts)
+        if s.verdict is not None:
             verdicts.append(s.verdict)
-            _describe(meta, s.verdict)
-            check = functools.partial(_stored, s.verdict, task.options)
-        data = fmt.FileBytes(item.size, functools.partial(sources.read_item_into, item), check)
-        samples.append(fmt.Sample(fmt.sample_key(task.split, s.position), data, s.label, meta))
+            _describe(image.meta, s.verdict)
+        samples.append(fmt.Sample(fmt.sample_key(task.split, s.position), image, s.label, image.meta))
     return samples
 
 
@@ -278,23 +272,38 @@ def _describe(meta: dict, verdict: images.Verdict) -> None:
         meta["reencoded"] = verdict.reason
 
 
-def _stored(verdict: images.Verdict, opts: images.CheckOptions, view: memoryview) -> bytes | None:
-    """What to store for an image read into the writer's buffer: None, the bytes as they are (copy), or its
-    re-encoding."""
-    return images.prepare(bytes(view), verdict, opts) if verdict.action == "reencode" else None
+class _SourceImage(fmt.FileBytes):
+    """One input image as the shard writer reads it: straight into its buffer, then stored as it is or
+    re-encoded. With no verdict yet (one-pass `--fast`) it is checked there first: the verdict completes the
+    sample's metadata and is appended to `verdicts`; an unusable file stops the shard (`_Unusable`)."""
 
+    __slots__ = ("item", "meta", "options", "verdict", "verdicts")
 
-def _check_stored(
-    item: sources.Item, opts: images.CheckOptions, meta: dict, verdicts: list, view: memoryview
-) -> bytes | None:
-    """One-pass `--fast`: check an image in the writer's buffer, then as `_stored`; an unusable file stops
-    the shard (`_Unusable`)."""
-    verdict = _fast_verdict_of_view(view, opts)
-    if verdict.action == "quarantine":
-        raise _Unusable(f"{item.split}/{item.name}: {verdict.reason}")
-    verdicts.append(verdict)
-    _describe(meta, verdict)
-    return _stored(verdict, opts, view)
+    def __init__(
+        self,
+        item: sources.Item,
+        verdict: images.Verdict | None,
+        options: images.CheckOptions,
+        verdicts: list[images.Verdict],
+    ) -> None:
+        super().__init__(item.size)
+        self.item, self.verdict, self.options, self.verdicts = item, verdict, options, verdicts
+        self.meta = {"wnid": item.wnid, "source": item.name}
+
+    def read_into(self, view: memoryview) -> None:
+        sources.read_item_into(self.item, view)
+
+    def check(self, view: memoryview) -> bytes | None:
+        verdict = self.verdict
+        if verdict is None:
+            verdict = _fast_verdict_of_view(view, self.options)
+            if verdict.action == "quarantine":
+                raise _Unusable(f"{self.item.split}/{self.item.name}: {verdict.reason}")
+            self.verdicts.append(verdict)
+            _describe(self.meta, verdict)
+        if verdict.action == "reencode":
+            return images.prepare(bytes(view), verdict, self.options)
+        return None
 
 
 def _write_shard(task: ShardTask) -> ShardResult:
@@ -312,7 +321,9 @@ def _write_shard(task: ShardTask) -> ShardResult:
     record.parent.mkdir(parents=True, exist_ok=True)
     done = {
         "plan": _plan_digest(task.settings, task.split, task.index, task.samples, verdicts),
-        "unchecked_plan": _plan_digest(task.settings, task.split, task.index, task.samples, None),
+        "unchecked_plan": task.plan
+        if task.one_pass
+        else _plan_digest(task.settings, task.split, task.index, task.samples, None),
         "verdicts": [_verdict_fields(v) for v in verdicts],
         "sha256": written.sha256,
         "bytes": written.bytes,
@@ -456,13 +467,11 @@ def _one_pass(
                 file=sys.stderr,
             )
         return None
-    planned: Planned = {split: [] for split in unchecked}
     for task, r in zip(tasks, results):
-        planned[task.split] += [
-            PlannedSample(p.position, p.item, v, p.label) for p, v in zip(task.samples, r.verdicts)
-        ]
-    _check_accounting(source, planned, [])
-    return planned, [], results
+        for p, v in zip(task.samples, r.verdicts, strict=True):
+            p.verdict = v
+    _check_accounting(source, unchecked, [])
+    return unchecked, [], results
 
 
 def _two_passes(

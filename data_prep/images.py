@@ -65,6 +65,8 @@ class BadImage(Exception):
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_PASS = frozenset({0xC4, 0xCC, 0xDB, 0xDD, 0xE0, 0xE2, 0xFE})
+"""Segments the walk steps over: DHT, DAC, DQT, DRI, APP0 (JFIF), APP2 (ICC), COM."""
 EOI_WINDOW = 4096
 """The EOI marker must lie in the file's last this many bytes (encoders may pad after it)."""
 
@@ -96,6 +98,9 @@ def parse_jpeg_header(data: bytes, tail: bytes | None = None) -> JpegHeader:
         end = pos + 2 + length
         if length < 2 or end > n:
             raise BadImage("truncated JPEG header segment")
+        if marker in _PASS:  # tables, JFIF, comments: most segments of a JPEG
+            pos = end
+            continue
         if marker in _SOF:
             if length < 8:
                 raise BadImage("corrupt JPEG frame header")

@@ -89,21 +89,27 @@ def read_item(item: Item, start: int = 0, length: int | None = None) -> bytes:
 
 def read_item_into(item: Item, view: memoryview) -> None:
     """Fill `view` (exactly `item.size` bytes) with the item's bytes: the copy path reads each image straight
-    into the shard writer's buffer (see `dist_vgg.data.tar_stream`)."""
-    if len(view) != item.size:
-        raise ValueError(f"{item.name}: a {len(view)}-byte view for a {item.size}-byte item")
-    own = item.offset == 0
-    fd = os.open(item.path, os.O_RDONLY) if own else _archive_fd(item.path)
-    try:
-        done = 0
-        while done < item.size:
-            n = os.preadv(fd, [view[done:]], item.offset + done)
-            if n == 0:
-                raise PrepError(f"{item.path}: short read of {item.name} (the input changed while running?)")
-            done += n
-    finally:
-        if own:
+    into the shard writer's buffer (see `dist_vgg.data.tar_stream`). Runs once per image: one `preadv`."""
+    size = item.size
+    if len(view) != size:
+        raise ValueError(f"{item.name}: a {len(view)}-byte view for a {size}-byte item")
+    if item.offset == 0:
+        fd = os.open(item.path, os.O_RDONLY)
+        try:
+            done = os.preadv(fd, (view,), 0)
+            while 0 < done < size:  # a short read: go on (a signal), until the file ends
+                n = os.preadv(fd, (view[done:],), done)
+                done = done + n if n else -1
+        finally:
             os.close(fd)
+    else:
+        fd = _archive_fd(item.path)
+        done = os.preadv(fd, (view,), item.offset)
+        while 0 < done < size:
+            n = os.preadv(fd, (view[done:],), item.offset + done)
+            done = done + n if n else -1
+    if done != size:
+        raise PrepError(f"{item.path}: short read of {item.name} (the input changed while running?)")
 
 
 def read_head_tail(item: Item, head: int, tail: int) -> tuple[bytes, bytes]:

@@ -78,7 +78,7 @@ def shard_path(root: str | Path, split: str, index: int) -> Path:
     return Path(root) / split / shard_name(split, index)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Sample:
     """One sample to write: `meta` is the `.json` member's content."""
 
@@ -139,12 +139,17 @@ def write_shard(path: str | Path, samples: Iterable[Sample], fsync: bool = True)
     try:
         with open(tmp, "wb", buffering=0) as f:
             with TarStream(f.fileno()) as stream:
-                for sample in samples:
-                    parts = []
-                    for (name, data), ext in zip(sample_members(sample), MEMBER_EXTS):
-                        at, size = stream.add(name, data)
-                        parts.append(f"{ext} {at} {size} {name}")
-                    index_lines.append(" ".join(parts))
+                for sample in samples:  # the members of `sample_members`, spelled out: this runs per image
+                    key = sample.key
+                    jpg, cls, meta = f"{key}.{JPG}", f"{key}.{CLS}", f"{key}.{META}"
+                    at_jpg, n_jpg = stream.add(jpg, sample.jpeg)
+                    at_cls, n_cls = stream.add(cls, encode_label(sample.label))
+                    at_meta, n_meta = stream.add(
+                        meta, encode_meta(sample.meta)
+                    )  # after the JPEG: see `Sample`
+                    index_lines.append(
+                        f"{JPG} {at_jpg} {n_jpg} {jpg} {CLS} {at_cls} {n_cls} {cls} {META} {at_meta} {n_meta} {meta}"
+                    )
                 size, sha256 = stream.finish()
             if fsync:
                 os.fsync(f.fileno())

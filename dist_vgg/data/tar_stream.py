@@ -23,12 +23,10 @@ import os
 import queue
 import tarfile
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 from types import TracebackType
 
 TAR_BLOCK = 512
-BUFFER_BYTES = 1 << 19
+BUFFER_BYTES = 1 << 20
 """Size of each reused buffer (one `writev` and one hash update each)."""
 BUFFER_COUNT = 8
 """Buffers per process: one being filled, the others being written and hashed."""
@@ -36,16 +34,22 @@ BATCH_BYTES = BUFFER_BYTES
 """Bytes gathered before a hand-over to the helper threads (at most `BUFFER_BYTES`; tests lower it)."""
 
 
-@dataclass(frozen=True, slots=True)
 class FileBytes:
-    """A member's bytes still on disk: `read_into` fills the whole view it is given (`size` bytes) or raises.
-    Lets the stream read an image straight into its buffer instead of through a fresh `bytes`. `check`, if
-    given, then sees the bytes there: it returns None to store them, other bytes to store instead (a
-    re-encoded image), or raises to abandon the stream."""
+    """A member's bytes still on disk, read straight into the stream's buffer instead of through a fresh
+    `bytes`: subclass it (one object per image, so kept to slots). `read_into` fills the whole view it is
+    given (`size` bytes) or raises. `check` then sees the bytes there: it returns None to store them, other
+    bytes to store instead (a re-encoded image), or raises to abandon the stream."""
 
-    size: int
-    read_into: Callable[[memoryview], None]
-    check: Callable[[memoryview], bytes | None] | None = None
+    __slots__ = ("size",)
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def read_into(self, view: memoryview) -> None:
+        raise NotImplementedError
+
+    def check(self, view: memoryview) -> bytes | None:
+        return None
 
 
 Data = bytes | bytearray | memoryview | FileBytes
@@ -99,16 +103,20 @@ class TarStream:
         if isinstance(data, FileBytes):  # the data first: the header needs the size actually stored
             view = mv[used + TAR_BLOCK : used + TAR_BLOCK + size]
             data.read_into(view)
-            other = data.check(view) if data.check is not None else None
+            other = data.check(view)
             if other is not None:
                 return self.add(name, other)
+            mv[used : used + TAR_BLOCK] = _header(name, size)
+            if pad:
+                mv[used + TAR_BLOCK + size : used + total] = _ZEROS[:pad]
+        elif size < TAR_BLOCK:  # labels, metadata: header, data and padding in one copy
+            mv[used : used + total] = b"".join((_header(name, size), data, _ZEROS[:pad]))
         else:
+            mv[used : used + TAR_BLOCK] = _header(name, size)
             mv[used + TAR_BLOCK : used + TAR_BLOCK + size] = data
-        mv[used : used + TAR_BLOCK] = _header(name, size)
-        used += TAR_BLOCK + size
-        if pad:
-            mv[used : used + pad] = _ZEROS[:pad]
-        self._used = used + pad
+            if pad:
+                mv[used + TAR_BLOCK + size : used + total] = _ZEROS[:pad]
+        self._used = used + total
         self._batched += total
         at = self.offset + TAR_BLOCK
         self.offset += total
@@ -121,7 +129,7 @@ class TarStream:
         if isinstance(data, FileBytes):
             own = memoryview(bytearray(size))
             data.read_into(own)
-            other = data.check(own) if data.check is not None else None
+            other = data.check(own)
             if other is not None:
                 return self.add(name, other)
             data = own
