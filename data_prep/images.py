@@ -65,6 +65,7 @@ class BadImage(Exception):
 _SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
 _PROGRESSIVE = frozenset({0xC2, 0xC6, 0xCA, 0xCE})
 _STANDALONE = frozenset({0x01, *range(0xD0, 0xD8)})
+_MARKER_AND_LENGTH = struct.Struct(">HH")
 _PASS = frozenset({0xC4, 0xCC, 0xDB, 0xDD, 0xE0, 0xE2, 0xFE})
 """Segments the walk steps over: DHT, DAC, DQT, DRI, APP0 (JFIF), APP2 (ICC), COM."""
 EOI_WINDOW = 4096
@@ -83,18 +84,20 @@ def parse_jpeg_header(data: bytes, tail: bytes | None = None) -> JpegHeader:
     pos, n = 2, len(data)
     sof: tuple[int, int, int, bool] | None = None
     orientation, adobe = 1, None
+    unpack = _MARKER_AND_LENGTH.unpack_from
     while True:
-        while pos + 1 < n and data[pos] == 0xFF and data[pos + 1] == 0xFF:
-            pos += 1  # fill bytes
         if pos + 4 > n:
             raise BadImage("truncated JPEG header")
-        if data[pos] != 0xFF:
+        word, length = unpack(data, pos)  # the marker (0xFFxx) and, for most, its segment's length
+        if word == 0xFFFF:
+            pos += 1  # a fill byte
+            continue
+        if word >> 8 != 0xFF:
             raise BadImage(f"corrupt JPEG marker structure at byte {pos}")
-        marker = data[pos + 1]
+        marker = word & 0xFF
         if marker in _STANDALONE:
             pos += 2
             continue
-        length = (data[pos + 2] << 8) | data[pos + 3]
         end = pos + 2 + length
         if length < 2 or end > n:
             raise BadImage("truncated JPEG header segment")

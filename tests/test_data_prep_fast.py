@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import struct
 
@@ -125,3 +126,16 @@ def test_a_failing_shard_write_raises_and_the_next_shard_is_fine(tmp_path, monke
     monkeypatch.undo()
     ok = fmt.write_shard(tmp_path / "y" / "train-000000.tar", samples, fsync=False)
     assert ok.sha256 == hashlib.sha256(ok.path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [
+        {"wnid": "n01440764", "width": 500, "height": 375, "source": "n01440764/n01440764_10026.JPEG"},
+        {"source": 'n0/é "q" \\ \n\t.JPEG', "reencoded": "cmyk", "width": 0, "height": -1, "wnid": ""},
+        {"a": 1.5, "b": None, "c": [1, "x"], "d": True, "e": {"z": 1, "y": 2}},
+        {},
+    ],
+)
+def test_metadata_is_encoded_as_json_dumps_writes_it(meta):
+    assert fmt.encode_meta(meta) == json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()

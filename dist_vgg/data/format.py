@@ -95,20 +95,18 @@ _META_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 _json_str = json.encoder.encode_basestring_ascii
 
 
+_c_encoder = getattr(json.encoder, "c_make_encoder", None)
+_FAST_META = (
+    _c_encoder(None, _META_JSON.default, _json_str, None, ":", ",", True, False, True) if _c_encoder else None
+)
+"""json's own C encoder for `_META_JSON`'s settings, made once (`JSONEncoder.encode` makes one per call)."""
+
+
 def encode_meta(meta: dict) -> bytes:
-    """`meta` as `json.dumps(meta, sort_keys=True, separators=(",", ":"))` writes it. Built directly when
-    every value is a str or an int (as data_prep's are): the encoder's set-up per call costs more than the
-    encoding, and this runs once per image."""
-    fields = []
-    for key in sorted(meta):
-        value = meta[key]
-        if type(value) is str:
-            fields.append(f"{_json_str(key)}:{_json_str(value)}")
-        elif type(value) is int:
-            fields.append(f"{_json_str(key)}:{value}")
-        else:
-            return _META_JSON.encode(meta).encode()
-    return ("{" + ",".join(fields) + "}").encode()
+    """`meta` as `json.dumps(meta, sort_keys=True, separators=(",", ":"))` writes it; runs once per image."""
+    if _FAST_META is None:
+        return _META_JSON.encode(meta).encode()
+    return "".join(_FAST_META(meta, 0)).encode()
 
 
 def sample_members(sample: Sample) -> Iterator[tuple[str, bytes | FileBytes]]:
@@ -143,10 +141,13 @@ def write_shard(path: str | Path, samples: Iterable[Sample], fsync: bool = True)
                     key = sample.key
                     jpg, cls, meta = f"{key}.{JPG}", f"{key}.{CLS}", f"{key}.{META}"
                     at_jpg, n_jpg = stream.add(jpg, sample.jpeg)
-                    at_cls, n_cls = stream.add(cls, encode_label(sample.label))
-                    at_meta, n_meta = stream.add(
-                        meta, encode_meta(sample.meta)
-                    )  # after the JPEG: see `Sample`
+                    label = encode_label(sample.label)
+                    meta_json = encode_meta(sample.meta)  # after the JPEG: see `Sample`
+                    n_cls, n_meta = len(label), len(meta_json)
+                    if n_meta < 512:  # as nearly always: both small members with one copy
+                        at_cls, at_meta = stream.add_small([(cls, label), (meta, meta_json)])
+                    else:
+                        at_cls, at_meta = stream.add(cls, label)[0], stream.add(meta, meta_json)[0]
                     index_lines.append(
                         f"{JPG} {at_jpg} {n_jpg} {jpg} {CLS} {at_cls} {n_cls} {cls} {META} {at_meta} {n_meta} {meta}"
                     )
