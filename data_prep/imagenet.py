@@ -197,7 +197,8 @@ class ShardResult:
     kept: bool
     reencoded: int
     verdicts: list[images.Verdict]
-    """One per sample, in the shard's order."""
+    """One-pass tasks: one per sample, in the shard's order (the others knew them before; every rank gets
+    every result, so they are not sent again)."""
     unusable: str | None = None
     """The first unusable file met by a one-pass write: `<split>/<source name>: reason`."""
 
@@ -311,7 +312,9 @@ def _write_shard(task: ShardTask) -> ShardResult:
     kept = _kept(task, path)
     if kept is not None:
         entry, verdicts = kept
-        return ShardResult(task.split, task.index, entry, True, _count_reencoded(verdicts), verdicts)
+        return ShardResult(
+            task.split, task.index, entry, True, _count_reencoded(verdicts), _sent(task, verdicts)
+        )
     verdicts: list[images.Verdict] = []
     try:
         written = fmt.write_shard(path, _samples(task, verdicts), fsync=False)  # resume re-hashes kept shards
@@ -331,11 +334,17 @@ def _write_shard(task: ShardTask) -> ShardResult:
     }
     fmt.atomic_write(record, json.dumps(done).encode(), fsync=False)
     entry = fmt.ShardEntry(path.name, written.samples, written.bytes, written.sha256)
-    return ShardResult(task.split, task.index, entry, False, _count_reencoded(verdicts), verdicts)
+    return ShardResult(
+        task.split, task.index, entry, False, _count_reencoded(verdicts), _sent(task, verdicts)
+    )
 
 
 def _count_reencoded(verdicts: list[images.Verdict]) -> int:
     return sum(1 for v in verdicts if v.action == "reencode")
+
+
+def _sent(task: ShardTask, verdicts: list[images.Verdict]) -> list[images.Verdict]:
+    return verdicts if task.one_pass else []
 
 
 # ---------------------------------------------------------------- OUT folder

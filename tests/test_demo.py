@@ -44,7 +44,14 @@ def _demo(out: Path, log: Path) -> subprocess.Popen:
             stdout=f,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, like a terminal's foreground job
+            preexec_fn=_interruptible,
         )
+
+
+def _interruptible() -> None:
+    """Ctrl-C's default action in the demo, as in a terminal's foreground job: a test run in the background
+    (`nohup`, `cmd &`) inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.mark.timeout(400)
