@@ -6,8 +6,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +133,53 @@ def cli(*args: str, world: dict[str, str] | None = None, timeout: float = 120) -
         text=True,
         timeout=timeout,
     )
+
+
+def run_ranks(argv: list[str], world: int, timeout: float, log_dir: Path) -> list[tuple[int, str, str]]:
+    """Start `world` processes of `python ARGV` as ranks of one job (torchrun's variables, a fresh port) and
+    return each one's (exit code, stdout, stderr). Output goes to files, so no rank can block on a full pipe
+    that nobody reads. A rank still running at the deadline is made to dump every thread's stack (faulthandler
+    on SIGABRT) before it is killed, and the failure shows each rank's output."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
+           "WORLD_SIZE": str(world), "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}  # fmt: skip
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs, logs = [], []
+    for rank in range(world):
+        out, err = log_dir / f"rank{rank}.out", log_dir / f"rank{rank}.err"
+        with open(out, "w") as o, open(err, "w") as e:  # the child keeps its own copies
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, *argv],
+                    cwd=ROOT,
+                    stdout=o,
+                    stderr=e,
+                    env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+                )
+            )
+        logs.append((out, err))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.1)
+    hung = [rank for rank, p in enumerate(procs) if p.poll() is None]
+    for rank in hung:
+        procs[rank].send_signal(signal.SIGABRT)
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    results = [(p.returncode, out.read_text(), err.read_text()) for p, (out, err) in zip(procs, logs)]
+    if hung:
+        shown = "\n".join(
+            f"--- rank {r}: exit {c}\n{o[-1500:]}\n{e[-4000:]}" for r, (c, o, e) in enumerate(results)
+        )
+        raise AssertionError(f"ranks {hung} still running after {timeout:.0f} s (stacks below):\n{shown}")
+    return results
 
 
 def main(*args: str) -> int:

@@ -13,7 +13,16 @@ import sys
 import pytest
 import torch
 
-from tests.eval_fixtures import ROOT, cli, main, read_json, tiny_model, write_dataset, write_weights
+from tests.eval_fixtures import (
+    ROOT,
+    cli,
+    main,
+    read_json,
+    run_ranks,
+    tiny_model,
+    write_dataset,
+    write_weights,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -85,25 +94,10 @@ def test_same_exact_results_on_one_two_and_three_ranks(setup, capsys):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     # world size 3: the variables torchrun would set, one process per rank
-    port = _free_port()
-    env3 = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WORLD_SIZE": "3",
-            "LOCAL_WORLD_SIZE": "3", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}  # fmt: skip
-    cmd = [sys.executable, "-m", "dist_vgg.cli", *_eval_args(setup, root / "w3.json")]
-    procs = [
-        subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**env3, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-        )
-        for rank in range(3)
-    ]
-    outs = [p.communicate(timeout=150) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0], [o[1][-2000:] for o in outs]
-    assert "images evaluated: 11 (validation split: 11)" in outs[0][0]
-    assert "3 images on this rank" in outs[0][0]  # rank 0's share of 11 over 3 ranks: 3 (then 4 and 4)
+    outs = run_ranks(["-m", "dist_vgg.cli", *_eval_args(setup, root / "w3.json")], 3, 120, root / "w3-logs")
+    assert [code for code, _, _ in outs] == [0, 0, 0], [err[-2000:] for _, _, err in outs]
+    assert "images evaluated: 11 (validation split: 11)" in outs[0][1]
+    assert "3 images on this rank" in outs[0][1]  # rank 0's share of 11 over 3 ranks: 3 (then 4 and 4)
     two, three = read_json(root / "w2.json"), read_json(root / "w3.json")
     assert (two["world_size"], three["world_size"]) == (2, 3)
     assert _counts(one) == _counts(two) == _counts(three)
