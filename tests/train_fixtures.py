@@ -46,6 +46,7 @@ def base_env() -> dict[str, str]:
     }
     env["PYTHONPATH"] = str(REPO)
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONFAULTHANDLER"] = "1"  # a rank that hangs dumps its stacks when `wait_all` aborts it
     return env
 
 
@@ -71,24 +72,45 @@ def launch(
                 MASTER_ADDR="127.0.0.1",
                 MASTER_PORT=str(port),
             )
-        with open(log_dir / f"rank{rank}-{time.monotonic_ns()}.log", "w") as out:  # the child keeps its copy
-            procs.append(
-                subprocess.Popen(train_argv(*args), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
+        log = log_dir / f"rank{rank}-{time.monotonic_ns()}.log"
+        with open(log, "w") as out:  # the child keeps its copy
+            proc = subprocess.Popen(
+                train_argv(*args), env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO
             )
+        LOGS[proc.pid] = log
+        procs.append(proc)
     return procs
 
 
+LOGS: dict[int, Path] = {}
+"""Each launched rank's log, by pid (for `wait_all`'s report)."""
+
+
 def wait_all(procs: list[subprocess.Popen], timeout: float = 180) -> list[int]:
+    """Exit codes of `procs`. A rank still running at the deadline dumps its threads' stacks (faulthandler on
+    SIGABRT) before it is killed, and the failure shows the tail of every rank's log."""
     deadline = time.monotonic() + timeout
-    codes = []
+    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+        time.sleep(0.1)
+    hung = [p for p in procs if p.poll() is None]
+    for p in hung:
+        p.send_signal(signal.SIGABRT)
     for p in procs:
         try:
-            codes.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
+            p.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-    return codes
+            p.kill()
+            p.wait()
+    if hung:
+        tails = "\n".join(
+            f"--- {LOGS[p.pid]} (exit {p.returncode}):\n{LOGS[p.pid].read_text()[-3000:]}"
+            for p in procs
+            if p.pid in LOGS
+        )
+        raise AssertionError(
+            f"{len(hung)} of {len(procs)} ranks still running after {timeout:.0f} s:\n{tails}"
+        )
+    return [p.returncode for p in procs]
 
 
 def run(args: list[str], world: int, log_dir: Path, timeout: float = 180) -> list[int]:
