@@ -87,8 +87,7 @@ def convert(
     raw: Path, out: Path, fast: bool, workers: int, shard_samples: int | None = 64, two_passes: bool = False
 ) -> None:
     if two_passes:  # as after a run that met an unusable file: check every file first
-        (out / imagenet.STATE).mkdir(parents=True)
-        (out / imagenet.STATE / imagenet.UNUSABLE).write_text("(bench: two passes)\n")
+        imagenet.check_first(out, ["(bench: two passes)"])
     team = Team(0, 1, 0, workers)
     imagenet.run(
         str(raw),

@@ -424,6 +424,12 @@ UNUSABLE = "unusable.txt"
 Planned = dict[str, list[PlannedSample]]
 
 
+def check_first(out: Path, reasons: list[str]) -> None:
+    """Make the next `--fast` run on `out` check every file before copying (see UNUSABLE)."""
+    (out / STATE).mkdir(parents=True, exist_ok=True)
+    fmt.atomic_write(out / STATE / UNUSABLE, "".join(r + "\n" for r in reasons).encode(), fsync=False)
+
+
 def run(
     src: str, out: str, opts: PrepOptions, team: Team, *, strict: bool, overwrite: bool, metrics: PrepMetrics
 ) -> int:
@@ -467,9 +473,7 @@ def _one_pass(
     unusable = [r.unusable for r in results if r.unusable]
     if unusable:
         if team.is_main:
-            fmt.atomic_write(
-                Path(out) / STATE / UNUSABLE, "".join(u + "\n" for u in unusable).encode(), False
-            )
+            check_first(Path(out), unusable)
             print(
                 f"data_prep: met unusable files while copying ({unusable[0]}{' ...' if len(unusable) > 1 else ''}): "
                 "checking every file first, then keeping the shards written before them and rewriting the rest",

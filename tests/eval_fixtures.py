@@ -6,11 +6,9 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from torch import nn
 from dist_vgg.models.init import initialise
 from dist_vgg.models.vgg import VGG, VGGSpec
 from dist_vgg.weights import Preprocessing, Weights, save_weights
+from tests.train_fixtures import reap
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_MEAN = Preprocessing(mean=(120.0, 115.0, 100.0))
@@ -161,18 +160,7 @@ def run_ranks(argv: list[str], world: int, timeout: float, log_dir: Path) -> lis
                 )
             )
         logs.append((out, err))
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and any(p.poll() is None for p in procs):
-        time.sleep(0.1)
-    hung = [rank for rank, p in enumerate(procs) if p.poll() is None]
-    for rank in hung:
-        procs[rank].send_signal(signal.SIGABRT)
-    for p in procs:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    hung = reap(procs, timeout)
     results = [(p.returncode, out.read_text(), err.read_text()) for p, (out, err) in zip(procs, logs)]
     if hung:
         shown = "\n".join(

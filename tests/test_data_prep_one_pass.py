@@ -37,8 +37,7 @@ def usable(raw, tmp_path_factory) -> Path:  # noqa: F811
 
 def two_passes(src: Path, out: Path, *args: str) -> None:
     """The reference: the same options, forced through check-then-write (as a rerun after an unusable file)."""
-    (out / imagenet.STATE).mkdir(parents=True)
-    (out / imagenet.STATE / imagenet.UNUSABLE).write_text("(test: check first)\n")
+    imagenet.check_first(out, ["(test: check first)"])
     res = run_prep("imagenet", str(src), "--out", str(out), *args)
     assert res.returncode == 0, res.stderr
     assert "(two passes)" in res.stderr

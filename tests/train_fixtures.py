@@ -86,21 +86,29 @@ LOGS: dict[int, Path] = {}
 """Each launched rank's log, by pid (for `wait_all`'s report)."""
 
 
-def wait_all(procs: list[subprocess.Popen], timeout: float = 180) -> list[int]:
-    """Exit codes of `procs`. A rank still running at the deadline dumps its threads' stacks (faulthandler on
-    SIGABRT) before it is killed, and the failure shows the tail of every rank's log."""
+def reap(procs: list[subprocess.Popen], timeout: float) -> list[int]:
+    """Wait for `procs` until the deadline; a process still running then is made to dump its threads' stacks
+    (faulthandler on SIGABRT, with PYTHONFAULTHANDLER set) before it is killed. Returns the positions of those
+    that were still running."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(p.poll() is None for p in procs):
         time.sleep(0.1)
-    hung = [p for p in procs if p.poll() is None]
-    for p in hung:
-        p.send_signal(signal.SIGABRT)
+    hung = [i for i, p in enumerate(procs) if p.poll() is None]
+    for i in hung:
+        procs[i].send_signal(signal.SIGABRT)
     for p in procs:
         try:
             p.wait(timeout=10)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
+    return hung
+
+
+def wait_all(procs: list[subprocess.Popen], timeout: float = 180) -> list[int]:
+    """Exit codes of `procs`; a rank still running at the deadline fails the test with its stacks (see `reap`)
+    and the tail of every rank's log."""
+    hung = reap(procs, timeout)
     if hung:
         tails = "\n".join(
             f"--- {LOGS[p.pid]} (exit {p.returncode}):\n{LOGS[p.pid].read_text()[-3000:]}"
